@@ -1,0 +1,34 @@
+# rtcd-rs: a Rust, wire-compatible Mattermost rtcd with a Kubernetes operator.
+# Set-up is two commands: `make run` and `make test`.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+# Build outputs live outside the clone so fresh clones (and CI) reuse them.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/rtcd-rs/target
+CARGO ?= cargo
+
+.PHONY: help deps build run test lint fmt
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
+
+deps: ## Install what builds and tests need (idempotent)
+	@scripts/deps.sh
+
+build: deps ## Build the release binary
+	$(CARGO) build --release --locked -p rtcd
+
+run: build ## Build and run rtcd on embedded defaults (API :8045, media :8443)
+	$(CARGO_TARGET_DIR)/release/rtcd
+
+test: deps ## Install test dependencies, then run every test
+	$(CARGO) test --workspace --locked
+
+lint: deps ## rustfmt --check and clippy -D warnings
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all

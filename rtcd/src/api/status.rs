@@ -1,0 +1,57 @@
+//! Unauthenticated status endpoints: `/version`, `/system`, `/api/v1/health`, `/metrics`.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+
+use super::{ApiError, AppState};
+use crate::version::VersionInfo;
+
+/// `GET /version`: rtcd's build document.
+pub(super) async fn version(State(state): State<AppState>) -> Json<VersionInfo> {
+    Json(state.version.clone())
+}
+
+/// `GET /system` body.
+#[derive(Debug, Serialize)]
+pub(super) struct SystemInfo {
+    /// See [`crate::system`].
+    pub cpu_load: f64,
+}
+
+/// `GET /system`.
+pub(super) async fn system(State(state): State<AppState>) -> Json<SystemInfo> {
+    Json(SystemInfo {
+        cpu_load: state.cpu_load.get(),
+    })
+}
+
+/// `GET /api/v1/health` body.
+#[derive(Debug, Serialize)]
+pub(super) struct Health {
+    /// `ok` or `draining`.
+    pub status: &'static str,
+}
+
+/// `GET /api/v1/health`: 200 `ok`, or 503 `draining` once shutdown has started, so probes and
+/// the operator take this instance out of DNS and off new calls.
+pub(super) async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    if state.lifecycle.is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health { status: "draining" }),
+        )
+    } else {
+        (StatusCode::OK, Json(Health { status: "ok" }))
+    }
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics text).
+pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let body = state.metrics.encode().map_err(ApiError::internal)?;
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response())
+}

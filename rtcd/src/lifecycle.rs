@@ -1,0 +1,201 @@
+//! Graceful drain: the "draining" flag that health reports, the count of live sessions, and
+//! the wait on SIGTERM until those sessions end, the drain timeout passes, or a second signal.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::sync::watch;
+
+/// Shared drain state. Cloning shares it.
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    draining: AtomicBool,
+    sessions: watch::Sender<usize>,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Lifecycle {
+    /// Not draining, no sessions.
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                draining: AtomicBool::new(false),
+                sessions: watch::Sender::new(0),
+            }),
+        }
+    }
+
+    /// Whether shutdown has started.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// Starts draining: from now on [`Self::try_session`] refuses.
+    pub fn start_drain(&self) {
+        // Under the watch's lock, so no session can slip in between the check and the count.
+        self.inner
+            .sessions
+            .send_modify(|_| self.inner.draining.store(true, Ordering::SeqCst));
+    }
+
+    /// Admits one more live session, unless draining. The session ends when the guard drops.
+    pub fn try_session(&self) -> Option<SessionGuard> {
+        let mut admitted = false;
+        self.inner.sessions.send_if_modified(|n| {
+            admitted = !self.inner.draining.load(Ordering::SeqCst);
+            if admitted {
+                *n += 1;
+            }
+            admitted
+        });
+        admitted.then(|| SessionGuard {
+            lifecycle: self.clone(),
+        })
+    }
+
+    /// Sessions alive now.
+    pub fn live_sessions(&self) -> usize {
+        *self.inner.sessions.borrow()
+    }
+
+    /// Resolves once no session is alive.
+    pub async fn idle(&self) {
+        let mut rx = self.inner.sessions.subscribe();
+        // The sender lives in `self`, so the channel cannot close while we wait.
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// One live session; dropping it ends the session for the drain's purposes.
+#[derive(Debug)]
+pub struct SessionGuard {
+    lifecycle: Lifecycle,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.lifecycle
+            .inner
+            .sessions
+            .send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainOutcome {
+    /// Every session ended.
+    Idle,
+    /// The drain timeout passed with sessions still alive.
+    TimedOut {
+        /// How many.
+        remaining: usize,
+    },
+    /// Another signal arrived.
+    Forced {
+        /// Sessions still alive then.
+        remaining: usize,
+    },
+}
+
+/// Marks `lifecycle` draining and waits: for no sessions, for `timeout` (`None` = for ever),
+/// or for `interrupt` (the second signal), whichever comes first.
+pub async fn drain(
+    lifecycle: &Lifecycle,
+    timeout: Option<Duration>,
+    interrupt: impl Future<Output = ()>,
+) -> DrainOutcome {
+    lifecycle.start_drain();
+    let deadline = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = lifecycle.idle() => DrainOutcome::Idle,
+        () = deadline => DrainOutcome::TimedOut { remaining: lifecycle.live_sessions() },
+        () = interrupt => DrainOutcome::Forced { remaining: lifecycle.live_sessions() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn no_sessions_drains_at_once() {
+        let lc = Lifecycle::new();
+        let out = drain(&lc, None, std::future::pending()).await;
+        assert_eq!(out, DrainOutcome::Idle);
+        assert!(lc.is_draining());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waits_for_the_last_session() {
+        let lc = Lifecycle::new();
+        let a = lc.try_session().unwrap();
+        let b = lc.try_session().unwrap();
+        assert_eq!(lc.live_sessions(), 2);
+        let waiter = tokio::spawn({
+            let lc = lc.clone();
+            async move { drain(&lc, None, std::future::pending()).await }
+        });
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!waiter.is_finished());
+        assert!(
+            lc.try_session().is_none(),
+            "a new session was admitted while draining"
+        );
+        drop(a);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiter.is_finished());
+        drop(b);
+        assert_eq!(waiter.await.unwrap(), DrainOutcome::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeout_ends_the_wait() {
+        let lc = Lifecycle::new();
+        let _s = lc.try_session().unwrap();
+        let started = tokio::time::Instant::now();
+        let out = drain(&lc, Some(Duration::from_secs(30)), std::future::pending()).await;
+        assert_eq!(out, DrainOutcome::TimedOut { remaining: 1 });
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_signal_forces_exit() {
+        let lc = Lifecycle::new();
+        let _s = lc.try_session().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let waiter = tokio::spawn({
+            let lc = lc.clone();
+            async move {
+                drain(&lc, None, async {
+                    let _ = rx.await;
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        tx.send(()).unwrap();
+        assert_eq!(waiter.await.unwrap(), DrainOutcome::Forced { remaining: 1 });
+    }
+}

@@ -1,0 +1,352 @@
+//! Prometheus metrics: rtcd's families with rtcd's names, labels and buckets
+//! (`service/perf/metrics.go`), so dashboards built for rtcd keep working, plus
+//! `rtcd_build_info` and `rtcd_process_*` read from `/proc` at scrape time.
+
+use std::fmt;
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::Histogram,
+    },
+    registry::Registry,
+};
+
+use crate::version::{PACKAGE_VERSION, VersionInfo};
+
+/// A label set: rtcd's label names are camelCase (`groupID`, `clientID`), so plain pairs.
+pub type Labels = Vec<(&'static str, String)>;
+type Hist = Family<Labels, Histogram, fn() -> Histogram>;
+
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0,
+];
+const LOSS_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0,
+];
+/// client_golang's `DefBuckets`, which rtcd's timing histograms use.
+const DEFAULT_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+fn loss_histogram() -> Histogram {
+    Histogram::new(LOSS_BUCKETS)
+}
+fn default_histogram() -> Histogram {
+    Histogram::new(DEFAULT_BUCKETS)
+}
+
+/// Every metric family the daemon exports. Cheap to clone handles out of; registered once.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `rtcd_rtc_rtp_tracks_total{groupID,direction,type}` (gauge).
+    pub rtp_tracks: Family<Labels, Gauge>,
+    /// `rtcd_rtc_rtp_tracks_writes_time{groupID,type}`.
+    pub rtp_track_writes: Hist,
+    /// `rtcd_rtc_sessions_total{groupID}` (gauge).
+    pub rtc_sessions: Family<Labels, Gauge>,
+    /// `rtcd_rtc_conn_states_total{type}`.
+    pub rtc_conn_states: Family<Labels, Counter>,
+    /// `rtcd_rtc_errors_total{groupID,type}`.
+    pub rtc_errors: Family<Labels, Counter>,
+    /// `rtcd_rtc_connection_time{groupID}`.
+    pub rtc_connection_time: Hist,
+    /// `rtcd_rtc_dc_open_time{groupID}`.
+    pub rtc_dc_open_time: Hist,
+    /// `rtcd_rtc_signaling_lock_grab_time{groupID}`.
+    pub rtc_signaling_lock_grab_time: Hist,
+    /// `rtcd_rtc_signaling_lock_locked_time{groupID}`.
+    pub rtc_signaling_lock_locked_time: Hist,
+    /// `rtcd_rtc_client_loss_rate{groupID}`.
+    pub rtc_client_loss: Hist,
+    /// `rtcd_rtc_client_rtt{groupID}`.
+    pub rtc_client_rtt: Hist,
+    /// `rtcd_rtc_client_jitter{groupID}`.
+    pub rtc_client_jitter: Hist,
+    /// `rtcd_ws_connections_total{clientID}` (gauge).
+    pub ws_connections: Family<Labels, Gauge>,
+    /// `rtcd_ws_messages_total{clientID,type,direction}`.
+    pub ws_messages: Family<Labels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every family.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("rtcd");
+        let hist = |ctor: fn() -> Histogram| Hist::new_with_constructor(ctor);
+        let m = Self {
+            registry: Registry::default(),
+            rtp_tracks: Family::default(),
+            rtp_track_writes: hist(latency_histogram),
+            rtc_sessions: Family::default(),
+            rtc_conn_states: Family::default(),
+            rtc_errors: Family::default(),
+            rtc_connection_time: hist(default_histogram),
+            rtc_dc_open_time: hist(default_histogram),
+            rtc_signaling_lock_grab_time: hist(default_histogram),
+            rtc_signaling_lock_locked_time: hist(default_histogram),
+            rtc_client_loss: hist(loss_histogram),
+            rtc_client_rtt: hist(latency_histogram),
+            rtc_client_jitter: hist(latency_histogram),
+            ws_connections: Family::default(),
+            ws_messages: Family::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "rtc_rtp_tracks_total",
+            "Total number of active RTP tracks",
+            m.rtp_tracks.clone(),
+        );
+        r.register(
+            "rtc_rtp_tracks_writes_time",
+            "Time taken to write to RTP tracks",
+            m.rtp_track_writes.clone(),
+        );
+        r.register(
+            "rtc_sessions_total",
+            "Total number of active RTC sessions",
+            m.rtc_sessions.clone(),
+        );
+        r.register(
+            "rtc_conn_states",
+            "Total number of RTC connection state changes",
+            m.rtc_conn_states.clone(),
+        );
+        r.register(
+            "rtc_errors",
+            "Total number of RTC related errors",
+            m.rtc_errors.clone(),
+        );
+        r.register(
+            "ws_connections_total",
+            "Total number of active WebSocket sessions",
+            m.ws_connections.clone(),
+        );
+        r.register(
+            "ws_messages",
+            "Total number of sent/received WebSocket messages",
+            m.ws_messages.clone(),
+        );
+        r.register(
+            "rtc_connection_time",
+            "Time taken to establish the connection",
+            m.rtc_connection_time.clone(),
+        );
+        r.register(
+            "rtc_dc_open_time",
+            "Time taken to open the data channel",
+            m.rtc_dc_open_time.clone(),
+        );
+        r.register(
+            "rtc_signaling_lock_grab_time",
+            "Time taken to acquire the signaling lock",
+            m.rtc_signaling_lock_grab_time.clone(),
+        );
+        r.register(
+            "rtc_signaling_lock_locked_time",
+            "Time the signaling lock was held",
+            m.rtc_signaling_lock_locked_time.clone(),
+        );
+        r.register(
+            "rtc_client_loss_rate",
+            "Client loss rate",
+            m.rtc_client_loss.clone(),
+        );
+        r.register(
+            "rtc_client_rtt",
+            "Client round trip time",
+            m.rtc_client_rtt.clone(),
+        );
+        r.register(
+            "rtc_client_jitter",
+            "Client latency jitter",
+            m.rtc_client_jitter.clone(),
+        );
+        r.register_collector(Box::new(BuildInfo(VersionInfo::current())));
+        r.register_collector(Box::new(ProcessCollector));
+        Self { registry, ..m }
+    }
+
+    /// The OpenMetrics text exposition of every family.
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let mut out = String::with_capacity(8 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// `Content-Type` of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `rtcd_build_info{version,rtcd_version,commit,rustc} 1`.
+#[derive(Debug)]
+struct BuildInfo(VersionInfo);
+
+impl Collector for BuildInfo {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let gauge = ConstGauge::new(1i64);
+        let mut family = encoder.encode_descriptor(
+            "build_info",
+            "Build information about this rtcd",
+            None,
+            gauge.metric_type(),
+        )?;
+        let labels: Labels = vec![
+            ("version", PACKAGE_VERSION.to_string()),
+            ("rtcd_version", self.0.build_version.clone()),
+            ("commit", self.0.build_hash.clone()),
+            ("rustc", self.0.go_version.clone()),
+        ];
+        gauge.encode(family.encode_family(&labels)?)
+    }
+}
+
+/// `rtcd_process_*`, as client_golang's process collector names them, plus `threads`.
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// Linux's `USER_HZ`, the unit of `/proc/*/stat` CPU times; 100 on every supported platform.
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// A snapshot of this process from `/proc/self`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ProcessStats {
+    /// User + system CPU seconds.
+    pub cpu_seconds: f64,
+    /// Resident set size, bytes.
+    pub resident_bytes: u64,
+    /// Virtual size, bytes.
+    pub virtual_bytes: u64,
+    /// Open file descriptors.
+    pub open_fds: u64,
+    /// The soft limit on file descriptors.
+    pub max_fds: u64,
+    /// OS threads.
+    pub threads: u64,
+    /// Start time, seconds since the Unix epoch.
+    pub start_time_seconds: f64,
+}
+
+impl ProcessStats {
+    /// Reads `/proc/self/{stat,status,fd,limits}` and `/proc/stat`; missing parts stay zero.
+    pub fn read() -> Self {
+        let mut s = Self::default();
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // Fields after the parenthesised command name, which may itself contain spaces.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            // After ')': state=0, utime=11, stime=12, num_threads=17, starttime=19.
+            s.cpu_seconds = (num(11) + num(12)) / CLOCK_TICKS_PER_SECOND;
+            s.threads = num(17) as u64;
+            let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|t| {
+                t.lines().find_map(|l| {
+                    l.strip_prefix("btime ")
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                })
+            });
+            s.start_time_seconds = boot.unwrap_or(0.0) + num(19) / CLOCK_TICKS_PER_SECOND;
+        }
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            let kb = |key: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    * 1024
+            };
+            s.resident_bytes = kb("VmRSS:");
+            s.virtual_bytes = kb("VmSize:");
+        }
+        s.open_fds = std::fs::read_dir("/proc/self/fd")
+            .map(|d| d.count() as u64)
+            .unwrap_or(0);
+        s.max_fds = std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("Max open files"))
+                    .and_then(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
+            })
+            .unwrap_or(0);
+        s
+    }
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let s = ProcessStats::read();
+        let cpu = ConstCounter::new(s.cpu_seconds);
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds.",
+            None,
+            cpu.metric_type(),
+        )?)?;
+        let gauges: [(&str, &str, f64); 6] = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                s.resident_bytes as f64,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                s.virtual_bytes as f64,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors.",
+                s.open_fds as f64,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors.",
+                s.max_fds as f64,
+            ),
+            (
+                "process_threads",
+                "Number of OS threads in the process.",
+                s.threads as f64,
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                s.start_time_seconds,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let g = ConstGauge::new(value);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_stats_are_read_from_proc() {
+        let s = ProcessStats::read();
+        assert!(s.resident_bytes > 0);
+        assert!(s.threads >= 1);
+        assert!(s.open_fds >= 3);
+        assert!(s.max_fds >= s.open_fds);
+        assert!(s.start_time_seconds > 1.6e9, "{}", s.start_time_seconds);
+    }
+}

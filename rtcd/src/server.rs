@@ -1,0 +1,163 @@
+//! Composition root: binds the listeners, starts the API (and the optional metrics listener),
+//! the load sampler, and on SIGTERM/SIGINT runs the drain. The only place that wires modules.
+
+use std::{
+    net::{SocketAddr, TcpListener, ToSocketAddrs},
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use axum::Router;
+use axum_server::{Handle, tls_rustls::RustlsConfig};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    task::JoinSet,
+};
+
+use crate::{
+    api::{self, AppState},
+    config::{Config, parse_listen_address},
+    lifecycle::{DrainOutcome, Lifecycle, drain},
+    metrics::Metrics,
+};
+
+/// How long open HTTP connections get to finish once the drain is over.
+const HTTP_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs the daemon until a signal ends it. Logging must already be initialised.
+pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
+    let metrics = Arc::new(Metrics::new());
+    let lifecycle = Lifecycle::new();
+    let state = AppState::new(metrics, lifecycle.clone(), &config.api.security.allowed_origins);
+    let _sampler = state.cpu_load.spawn_sampler(Duration::from_secs(1));
+
+    // Install the handlers before anything is served, so an early signal is not lost.
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+
+    let control = axum_server::Control::new();
+    let mut servers = JoinSet::new();
+    let (host, port) = parse_listen_address(&config.api.http.listen_address).map_err(anyhow::Error::msg)?;
+    let tls = &config.api.http.tls;
+    let tls = if tls.enable {
+        let cfg = crate::tls::server_config(&tls.cert_file, &tls.cert_key).map_err(anyhow::Error::msg)?;
+        Some(RustlsConfig::from_config(Arc::new(cfg)))
+    } else {
+        None
+    };
+    let api_addr = serve(
+        &mut servers,
+        &control,
+        &host,
+        port,
+        api::router(state.clone()),
+        tls,
+    )
+    .with_context(|| format!("api.http.listen_address {:?}", config.api.http.listen_address))?;
+    tracing::info!(addr = %api_addr, tls = config.api.http.tls.enable, "http api listening");
+
+    if config.metrics.enable_prom {
+        let prom_port = u16::try_from(config.metrics.prom_port).context("metrics.prom_port")?;
+        let addr = serve(
+            &mut servers,
+            &control,
+            &host,
+            prom_port,
+            api::metrics_router(state.clone()),
+            None,
+        )
+        .with_context(|| format!("metrics.prom_port {prom_port}"))?;
+        tracing::info!(addr = %addr, "prometheus metrics listening");
+    }
+    tracing::info!(version = %crate::version::VersionInfo::long_version(), "rtcd started");
+
+    let first = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+        Some(ended) = servers.join_next() => {
+            return Err(anyhow::anyhow!("a listener stopped unexpectedly: {:?}", ended));
+        }
+    };
+    let timeout = config.api.drain_timeout();
+    tracing::info!(
+        signal = first,
+        live_sessions = lifecycle.live_sessions(),
+        drain_timeout = %config.api.drain_timeout,
+        "shutdown requested: draining (health now reports 503, new sessions are refused)"
+    );
+    let second = async {
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = sigint.recv() => {}
+        }
+    };
+    let code = match drain(&lifecycle, timeout, second).await {
+        DrainOutcome::Idle => {
+            tracing::info!("no live sessions: exiting");
+            ExitCode::SUCCESS
+        }
+        DrainOutcome::TimedOut { remaining } => {
+            tracing::warn!(
+                remaining,
+                "drain timeout reached: exiting with sessions still live"
+            );
+            ExitCode::SUCCESS
+        }
+        DrainOutcome::Forced { remaining } => {
+            tracing::warn!(remaining, "second signal: exiting immediately");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    control.graceful_shutdown(Some(HTTP_GRACE));
+    let _ = tokio::time::timeout(HTTP_GRACE * 2, async {
+        while servers.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(code)
+}
+
+/// Binds `host:port` (empty host: every interface, dual-stack when the kernel allows) and
+/// serves `router` there until `control` shuts it down. Returns the bound address.
+fn serve(
+    servers: &mut JoinSet<std::io::Result<()>>,
+    control: &axum_server::Control,
+    host: &str,
+    port: u16,
+    router: Router,
+    tls: Option<RustlsConfig>,
+) -> anyhow::Result<SocketAddr> {
+    let listener = bind_tcp(host, port)?;
+    let addr = listener.local_addr()?;
+    let handle: Handle<SocketAddr> = Handle::with_control(control.clone());
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    match tls {
+        Some(tls) => {
+            let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle);
+            servers.spawn(async move { server.serve(service).await });
+        }
+        None => {
+            let server = axum_server::from_tcp(listener)?.handle(handle);
+            servers.spawn(async move { server.serve(service).await });
+        }
+    }
+    Ok(addr)
+}
+
+fn bind_tcp(host: &str, port: u16) -> anyhow::Result<TcpListener> {
+    let listener = if host.is_empty() {
+        // `[::]` also accepts IPv4 unless the kernel has IPv6 off; then fall back to IPv4.
+        TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, port))
+            .or_else(|_| TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)))
+            .with_context(|| format!("cannot listen on port {port}"))?
+    } else {
+        let addrs: Vec<SocketAddr> = (host, port)
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve {host}"))?
+            .collect();
+        TcpListener::bind(&addrs[..]).with_context(|| format!("cannot listen on {host}:{port}"))?
+    };
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what `make build` / `make test` need, idempotently: a no-op when all is present.
+set -euo pipefail
+
+need_apt=()
+[ -x /bin/kill ] || [ -x /usr/bin/kill ] || need_apt+=(procps)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v git >/dev/null 2>&1 || need_apt+=(git)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "deps: installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "deps: cargo not found; install Rust $(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml) (rustup) first" >&2
+  exit 1
+fi
+# rust-toolchain.toml pins the toolchain; make sure it and its components are installed.
+cargo --version >/dev/null
+cargo fmt --version >/dev/null 2>&1 || { echo "deps: rustfmt missing for the pinned toolchain" >&2; exit 1; }
+cargo clippy --version >/dev/null 2>&1 || { echo "deps: clippy missing for the pinned toolchain" >&2; exit 1; }
+mkdir -p "${CARGO_TARGET_DIR:-$HOME/.cache/rtcd-rs/target}"
