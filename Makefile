@@ -24,7 +24,8 @@ run: build ## Build and run rtcd on embedded defaults (API :8045, media :8443)
 	$(CARGO_TARGET_DIR)/release/rtcd
 
 test: deps ## Install test dependencies, then run every test
-	$(CARGO) test --workspace --locked
+	$(CARGO) test --workspace --locked 2>&1 | tee $(CARGO_TARGET_DIR)/test.log
+	@scripts/test-summary.sh $(CARGO_TARGET_DIR)/test.log
 
 lint: deps ## rustfmt --check and clippy -D warnings
 	$(CARGO) fmt --all -- --check
