@@ -130,15 +130,7 @@ async fn plain_and_json_targets_and_levels_are_independent() {
 async fn serves_tls_when_configured() {
     let dir = tempfile::tempdir().unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let extra = format!(
-        "[api]\nhttp.tls.enable = true\nhttp.tls.cert_file = {:?}\nhttp.tls.cert_key = {:?}\n",
-        cert_path.display().to_string(),
-        key_path.display().to_string()
-    );
+    let extra = common::tls_toml(dir.path(), &cert.cert.pem(), &cert.signing_key.serialize_pem());
     let d = Daemon::start(&extra, &[]).await;
 
     let mut roots = rustls::RootCertStore::empty();

@@ -269,15 +269,7 @@ fn tls_key_that_does_not_match_the_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let a = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let b = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    std::fs::write(&cert, a.cert.pem()).unwrap();
-    std::fs::write(&key, b.signing_key.serialize_pem()).unwrap();
-    let toml = format!(
-        "[api]\nhttp.tls.enable = true\nhttp.tls.cert_file = {:?}\nhttp.tls.cert_key = {:?}\n",
-        cert.display().to_string(),
-        key.display().to_string()
-    );
+    let toml = common::tls_toml(dir.path(), &a.cert.pem(), &b.signing_key.serialize_pem());
     assert_rejected(&check(&toml, &[]), &["api.http.tls.cert_key", "does not match"]);
 }
 

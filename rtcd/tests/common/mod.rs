@@ -227,3 +227,17 @@ pub fn command(config: &Path, env: &[(&str, &str)]) -> Command {
     cmd.envs(env.iter().copied());
     cmd
 }
+
+/// Writes `cert.pem` and `key.pem` into `dir` and returns the `[api]` TOML that enables TLS
+/// with them.
+pub fn tls_toml(dir: &Path, cert_pem: &str, key_pem: &str) -> String {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, cert_pem).unwrap();
+    std::fs::write(&key, key_pem).unwrap();
+    format!(
+        "[api]\nhttp.tls.enable = true\nhttp.tls.cert_file = {:?}\nhttp.tls.cert_key = {:?}\n",
+        cert.display().to_string(),
+        key.display().to_string()
+    )
+}
