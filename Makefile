@@ -9,7 +9,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/rtcd-rs/target
 CARGO ?= cargo
 
-.PHONY: help deps build run test lint fmt
+.PHONY: help deps build run test test-rust test-compat lint fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,8 +24,14 @@ run: build ## Build and run rtcd on embedded defaults (API :8045, media :8443)
 	$(CARGO_TARGET_DIR)/release/rtcd
 
 test: deps ## Install test dependencies, then run every test
-	$(CARGO) test --workspace --locked 2>&1 | tee $(CARGO_TARGET_DIR)/test.log
-	@scripts/test-summary.sh $(CARGO_TARGET_DIR)/test.log
+	$(MAKE) --no-print-directory test-rust test-compat
+	@scripts/test-summary.sh $(CARGO_TARGET_DIR)/test-rust.log $(CARGO_TARGET_DIR)/test-compat.log
+
+test-rust: deps ## Rust unit, HTTP, config, golden-vector and process tests
+	$(CARGO) test --workspace --locked 2>&1 | tee $(CARGO_TARGET_DIR)/test-rust.log
+
+test-compat: deps ## The Go service.Client suite against the real rtcd and ours (netns)
+	scripts/compat.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-compat.log
 
 lint: deps ## rustfmt --check and clippy -D warnings
 	$(CARGO) fmt --all -- --check

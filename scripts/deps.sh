@@ -23,3 +23,16 @@ cargo --version >/dev/null
 cargo fmt --version >/dev/null 2>&1 || { echo "deps: rustfmt missing for the pinned toolchain" >&2; exit 1; }
 cargo clippy --version >/dev/null 2>&1 || { echo "deps: clippy missing for the pinned toolchain" >&2; exit 1; }
 mkdir -p "${CARGO_TARGET_DIR:-$HOME/.cache/rtcd-rs/target}"
+
+# The compatibility suite: Go (preinstalled on the project's machines), iproute2, unshare.
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+  export PATH="$PATH:/usr/local/go/bin"
+fi
+command -v go >/dev/null 2>&1 || { echo "deps: Go (>= 1.24) is required for e2e/compat" >&2; exit 1; }
+missing=()
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -18,10 +18,16 @@
 //! See `docs/ARCHITECTURE.md` for the planes and one packet's path.
 
 pub mod api;
+pub mod auth;
+pub mod call;
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod lifecycle;
+pub mod media;
 pub mod metrics;
+pub mod net;
+pub mod protocol;
 pub mod server;
 pub mod system;
 pub mod telemetry;

@@ -17,11 +17,38 @@ use tokio::{
 };
 
 use crate::{
-    api::{self, AppState},
+    api::{self, AppState, conns::ConnRegistry},
+    auth::{AuthService, store::Store},
+    call::{Sfu, SfuConfig},
     config::{Config, parse_listen_address},
+    engine::{self, EngineHandle},
     lifecycle::{DrainOutcome, Lifecycle, drain},
     metrics::Metrics,
+    net::{self, UdpNet},
 };
+
+/// Opens the store and starts the engine over `udp`; returns the API state. The engine runs
+/// until the returned state (every handle to it) is dropped.
+pub async fn build_state(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    lifecycle: Lifecycle,
+    udp: UdpNet,
+    datagrams: tokio::sync::mpsc::Receiver<net::Datagram>,
+) -> anyhow::Result<AppState> {
+    let dir = std::path::PathBuf::from(&config.store.data_source);
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir)).await??;
+    tracing::info!(path = %store.path().display(), "client store opened");
+    let auth = Arc::new(AuthService::new(Arc::new(store), config));
+    let conns = Arc::new(ConnRegistry::new(metrics.clone()));
+    let (engine, commands) = EngineHandle::channel();
+    let sfu = Sfu::new(SfuConfig {
+        udp_candidates: udp.advertised(),
+        metrics: metrics.clone(),
+    });
+    tokio::spawn(engine::run(sfu, commands, datagrams, udp, conns.clone()));
+    Ok(AppState::new(config, metrics, lifecycle, auth, engine, conns))
+}
 
 /// How long open HTTP connections get to finish once the drain is over.
 const HTTP_GRACE: Duration = Duration::from_secs(1);
@@ -30,7 +57,9 @@ const HTTP_GRACE: Duration = Duration::from_secs(1);
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
     let lifecycle = Lifecycle::new();
-    let state = AppState::new(metrics, lifecycle.clone(), &config.api.security.allowed_origins);
+    let (dg_tx, dg_rx) = tokio::sync::mpsc::channel(engine::DATAGRAM_QUEUE);
+    let udp = net::bind_udp(&config.rtc, dg_tx).await?;
+    let state = build_state(&config, metrics, lifecycle.clone(), udp, dg_rx).await?;
     let _sampler = state.cpu_load.spawn_sampler(Duration::from_secs(1));
 
     // Install the handlers before anything is served, so an early signal is not lost.

@@ -15,12 +15,26 @@ use rtcd::{
 };
 use tower::ServiceExt;
 
-fn state(origins: &[&str]) -> AppState {
-    let origins: Vec<String> = origins.iter().map(|s| s.to_string()).collect();
-    AppState::new(Arc::new(Metrics::new()), Lifecycle::new(), &origins)
+async fn state(origins: &[&str]) -> AppState {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = rtcd::config::Config::default();
+    config.api.security.allowed_origins = origins.iter().map(|s| s.to_string()).collect();
+    config.store.data_source = dir.keep().display().to_string();
+    let (_tx, rx) = tokio::sync::mpsc::channel(1);
+    rtcd::server::build_state(
+        &config,
+        Arc::new(Metrics::new()),
+        Lifecycle::new(),
+        rtcd::net::UdpNet::none(),
+        rx,
+    )
+    .await
+    .unwrap()
 }
 
 async fn call(app: axum::Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
+    let app = app.layer(axum::extract::connect_info::MockConnectInfo(peer));
     let resp = app.oneshot(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
@@ -34,7 +48,7 @@ fn get(path: &str) -> Request<Body> {
 
 #[tokio::test]
 async fn version_has_rtcds_exact_keys_and_a_version_the_plugin_accepts() {
-    let (status, headers, body) = call(router(state(&[])), get("/version")).await;
+    let (status, headers, body) = call(router(state(&[]).await), get("/version")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CONTENT_TYPE], "application/json");
     let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&body).unwrap();
@@ -64,7 +78,7 @@ async fn version_has_rtcds_exact_keys_and_a_version_the_plugin_accepts() {
 
 #[tokio::test]
 async fn system_reports_cpu_load_as_a_number() {
-    let (status, _, body) = call(router(state(&[])), get("/system")).await;
+    let (status, _, body) = call(router(state(&[]).await), get("/system")).await;
     assert_eq!(status, StatusCode::OK);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert!(v["cpu_load"].is_f64(), "{body}");
@@ -73,7 +87,7 @@ async fn system_reports_cpu_load_as_a_number() {
 
 #[tokio::test]
 async fn health_is_ok_then_503_once_draining() {
-    let st = state(&[]);
+    let st = state(&[]).await;
     let (status, _, body) = call(router(st.clone()), get("/api/v1/health")).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, r#"{"status":"ok"}"#));
     st.lifecycle.start_drain();
@@ -86,7 +100,7 @@ async fn health_is_ok_then_503_once_draining() {
 
 #[tokio::test]
 async fn metrics_exports_rtcds_families_with_its_names_and_labels() {
-    let st = state(&[]);
+    let st = state(&[]).await;
     let m = &st.metrics;
     let g = || ("groupID", "g1".to_string());
     m.rtp_tracks
@@ -175,10 +189,11 @@ async fn unknown_paths_and_wrong_methods_are_404_json_like_rtcd() {
         Request::post("/version").body(Body::empty()).unwrap(),
         Request::delete("/api/v1/health").body(Body::empty()).unwrap(),
         Request::put("/metrics").body(Body::from("{not json")).unwrap(),
-        get("/calls/%ZZ/sessions"),
+        get("/call/x/sessions"),
+        get("/calls/x"),
     ] {
         let what = format!("{} {}", req.method(), req.uri());
-        let (status, _, body) = call(router(state(&[])), req).await;
+        let (status, _, body) = call(router(state(&[]).await), req).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{what}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["code"], "404", "{what}: code is a string");
@@ -188,10 +203,10 @@ async fn unknown_paths_and_wrong_methods_are_404_json_like_rtcd() {
 
 #[tokio::test]
 async fn the_prometheus_listener_serves_only_metrics() {
-    let (status, _, body) = call(metrics_router(state(&[])), get("/metrics")).await;
+    let (status, _, body) = call(metrics_router(state(&[]).await), get("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("rtcd_build_info"));
-    let (status, _, _) = call(metrics_router(state(&[])), get("/version")).await;
+    let (status, _, _) = call(metrics_router(state(&[]).await), get("/version")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -207,7 +222,8 @@ fn preflight(origin: &str) -> Request<Body> {
 
 #[tokio::test]
 async fn cors_allows_only_the_configured_origins() {
-    let app = || router(state(&["https://mm.example.com"]));
+    let st = state(&["https://mm.example.com"]).await;
+    let app = || router(st.clone());
     let (_, headers, _) = call(app(), preflight("https://mm.example.com")).await;
     assert_eq!(
         headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
@@ -235,7 +251,7 @@ async fn no_configured_origins_means_no_cors_headers() {
         .header(header::ORIGIN, "https://mm.example.com")
         .body(Body::empty())
         .unwrap();
-    let (status, headers, _) = call(router(state(&[])), req).await;
+    let (status, headers, _) = call(router(state(&[]).await), req).await;
     assert_eq!(status, StatusCode::OK);
     assert!(headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
 }

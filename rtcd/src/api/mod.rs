@@ -2,21 +2,28 @@
 //! [`router`] lists every route. Handlers hold handles (metrics, lifecycle, load sampler),
 //! never locked state.
 
+mod clients;
+pub mod conns;
 mod error;
+mod sessions;
 mod status;
+pub mod ws;
 
 use std::sync::Arc;
 
 use axum::{
     Router,
     http::{HeaderValue, Method, header},
-    routing::get,
+    routing::{get, post},
 };
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use error::ApiError;
 
-use crate::{lifecycle::Lifecycle, metrics::Metrics, system::CpuLoad, version::VersionInfo};
+use crate::{
+    auth::AuthService, config::Config, engine::EngineHandle, lifecycle::Lifecycle, metrics::Metrics,
+    system::CpuLoad, version::VersionInfo,
+};
 
 /// What handlers share.
 #[derive(Debug, Clone)]
@@ -31,22 +38,54 @@ pub struct AppState {
     pub version: VersionInfo,
     /// `api.security.allowed_origins`, parsed.
     pub allowed_origins: Arc<Vec<HeaderValue>>,
+    /// Client authentication.
+    pub auth: Arc<AuthService>,
+    /// The media engine.
+    pub engine: EngineHandle,
+    /// Plugin connections and session routes.
+    pub conns: Arc<conns::ConnRegistry>,
+    /// The registration switches.
+    pub security: Security,
+}
+
+/// The `[api] security` switches handlers consult.
+#[derive(Debug, Clone, Copy)]
+pub struct Security {
+    /// `allow_self_registration`.
+    pub allow_self_registration: bool,
+    /// `enable_admin`.
+    pub enable_admin: bool,
 }
 
 impl AppState {
-    /// State for a daemon with these metrics and this lifecycle.
-    pub fn new(metrics: Arc<Metrics>, lifecycle: Lifecycle, allowed_origins: &[String]) -> Self {
+    /// State for a daemon with this configuration and these services.
+    pub fn new(
+        config: &Config,
+        metrics: Arc<Metrics>,
+        lifecycle: Lifecycle,
+        auth: Arc<AuthService>,
+        engine: EngineHandle,
+        conns: Arc<conns::ConnRegistry>,
+    ) -> Self {
+        let sec = &config.api.security;
         Self {
             metrics,
             lifecycle,
             cpu_load: CpuLoad::default(),
             version: VersionInfo::current(),
             allowed_origins: Arc::new(
-                allowed_origins
+                sec.allowed_origins
                     .iter()
                     .filter_map(|o| HeaderValue::from_str(o).ok())
                     .collect(),
             ),
+            auth,
+            engine,
+            conns,
+            security: Security {
+                allow_self_registration: sec.allow_self_registration,
+                enable_admin: sec.enable_admin,
+            },
         }
     }
 }
@@ -59,6 +98,12 @@ pub fn router(state: AppState) -> Router {
         .route("/system", get(status::system))
         .route("/api/v1/health", get(status::health))
         .route("/metrics", get(status::metrics))
+        .route("/register", post(clients::register))
+        .route("/unregister", post(clients::unregister))
+        .route("/login", post(clients::login))
+        .route("/ws", get(ws::ws))
+        .route("/calls/{call_id}/sessions", get(sessions::list))
+        .route("/calls/{call_id}/sessions/{session_id}", get(sessions::one))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::not_found)
         .with_state(state);

@@ -1,0 +1,494 @@
+package compat
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mattermost/rtcd/service/rtc"
+	"github.com/mattermost/rtcd/service/rtc/dc"
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+const (
+	audioLevelURI  = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+	opusPT         = 111
+	rtpInterval    = 20 * time.Millisecond
+	rtpPayloadSize = 100
+)
+
+var opusCodec = webrtc.RTPCodecCapability{
+	MimeType:    webrtc.MimeTypeOpus,
+	ClockRate:   48000,
+	Channels:    2,
+	SDPFmtpLine: "minptime=10;useinbandfec=1",
+}
+
+// remoteTrackInfo is what a peer learned about a track rtcd forwarded to it.
+type remoteTrackInfo struct {
+	ID, StreamID, MimeType string
+	PayloadType            uint8
+}
+
+type dcMessage struct {
+	text    bool
+	raw     []byte
+	msgType dc.MessageType
+	payload any
+}
+
+// peer is one end user (a Calls webapp session) backed by a pion
+// PeerConnection restricted to loopback.
+type peer struct {
+	h         *harness
+	name      string
+	tag       byte // first payload byte of every RTP packet this peer sends
+	sessionID string
+	userID    string
+	speaking  bool // whether the audio-level extension varies (drives rtcd's VAD)
+
+	pc     *webrtc.PeerConnection
+	dc     *webrtc.DataChannel
+	track  *webrtc.TrackLocalStaticRTP
+	sender *webrtc.RTPSender
+
+	sigCh       chan rtc.Message
+	connectedCh chan struct{}
+	dcOpenCh    chan struct{}
+	dcMsgCh     chan dcMessage
+	tracksCh    chan remoteTrackInfo
+	stopCh      chan struct{}
+	closeOnce   sync.Once
+	connOnce    sync.Once
+	sendOnce    sync.Once
+
+	mu           sync.Mutex
+	offerSent    bool
+	localCands   []webrtc.ICECandidateInit
+	remoteCands  []webrtc.ICECandidateInit
+	mediaMaps    []dc.MediaMap
+	answersRecvd int
+	offersRecvd  int
+	candsRecvd   int
+	candShapes   []string
+
+	sent      atomic.Int64
+	recv      atomic.Int64
+	recvOther atomic.Int64 // packets whose PT or tag was unexpected
+}
+
+func newPeer(h *harness, name string, tag byte, speaking bool) (*peer, error) {
+	p := &peer{
+		h:           h,
+		name:        name,
+		tag:         tag,
+		sessionID:   newID(),
+		userID:      newID(),
+		speaking:    speaking,
+		sigCh:       make(chan rtc.Message, 512),
+		connectedCh: make(chan struct{}),
+		dcOpenCh:    make(chan struct{}),
+		dcMsgCh:     make(chan dcMessage, 256),
+		tracksCh:    make(chan remoteTrackInfo, 16),
+		stopCh:      make(chan struct{}),
+	}
+
+	var m webrtc.MediaEngine
+	if err := m.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: opusCodec, PayloadType: opusPT}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, err
+	}
+	// Browsers offer the RFC 6464 audio level extension; rtcd's VAD needs it.
+	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: audioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, err
+	}
+	var reg interceptor.Registry
+	if err := webrtc.RegisterDefaultInterceptors(&m, &reg); err != nil {
+		return nil, err
+	}
+
+	var se webrtc.SettingEngine
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeTCP4})
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
+
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(&m), webrtc.WithSettingEngine(se), webrtc.WithInterceptorRegistry(&reg))
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, err
+	}
+	p.pc = pc
+
+	// Like the Calls webapp (calls-common RTCPeer): DataChannel first.
+	p.dc, err = pc.CreateDataChannel("calls-dc", nil)
+	if err != nil {
+		return nil, err
+	}
+	p.dc.OnOpen(func() { close(p.dcOpenCh) })
+	p.dc.OnMessage(p.onDCMessage)
+
+	p.track, err = webrtc.NewTrackLocalStaticRTP(opusCodec, "audio-"+p.name, "stream-"+p.name)
+	if err != nil {
+		return nil, err
+	}
+	tr, err := pc.AddTransceiverFromTrack(p.track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendrecv})
+	if err != nil {
+		return nil, err
+	}
+	p.sender = tr.Sender()
+	go func() {
+		// Drain RTCP so the interceptors keep working.
+		buf := make([]byte, 1500)
+		for {
+			if _, _, err := p.sender.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+
+	pc.OnICECandidate(p.onICECandidate)
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		if st == webrtc.PeerConnectionStateConnected {
+			p.connOnce.Do(func() { close(p.connectedCh) })
+		}
+		if st == webrtc.PeerConnectionStateFailed {
+			h.fail("%s: peer connection failed", p.name)
+		}
+	})
+	pc.OnTrack(p.onTrack)
+
+	h.addPeer(p)
+	go p.signalingLoop()
+	return p, nil
+}
+
+func (p *peer) deliver(msg rtc.Message) {
+	select {
+	case p.sigCh <- msg:
+	default:
+		p.h.fail("%s: signaling queue full", p.name)
+	}
+}
+
+func (p *peer) close() {
+	p.closeOnce.Do(func() {
+		close(p.stopCh)
+		_ = p.pc.Close()
+	})
+}
+
+// joinMsg is the join payload exactly as the Calls plugin builds it.
+func (p *peer) joinMsg(callID, channelID string) map[string]any {
+	return map[string]any{
+		"callID":      callID,
+		"userID":      p.userID,
+		"sessionID":   p.sessionID,
+		"channelID":   channelID,
+		"av1Support":  false,
+		"dcSignaling": false,
+	}
+}
+
+// offer creates the initial offer and sends it as an rtc SDP message
+// (type 2, JSON {"type":"offer","sdp":...}, uncompressed, as the plugin
+// relays it after inflating the browser's zlib payload).
+func (p *peer) offer() error {
+	offer, err := p.pc.CreateOffer(nil)
+	if err != nil {
+		return fmt.Errorf("CreateOffer: %w", err)
+	}
+	if err := p.pc.SetLocalDescription(offer); err != nil {
+		return fmt.Errorf("SetLocalDescription(offer): %w", err)
+	}
+	if err := p.sendSDP(*p.pc.LocalDescription()); err != nil {
+		return err
+	}
+	// Candidates gathered before the offer went out are trickled after it,
+	// as a browser would.
+	p.mu.Lock()
+	p.offerSent = true
+	pending := p.localCands
+	p.localCands = nil
+	p.mu.Unlock()
+	for _, c := range pending {
+		if err := p.sendCandidate(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *peer) sendSDP(sd webrtc.SessionDescription) error {
+	data, err := json.Marshal(sd)
+	if err != nil {
+		return err
+	}
+	return p.h.sendRTC(rtc.Message{SessionID: p.sessionID, Type: rtc.SDPMessage, Data: data})
+}
+
+func (p *peer) sendCandidate(c webrtc.ICECandidateInit) error {
+	data, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	return p.h.sendRTC(rtc.Message{SessionID: p.sessionID, Type: rtc.ICEMessage, Data: data})
+}
+
+func (p *peer) onICECandidate(c *webrtc.ICECandidate) {
+	if c == nil {
+		return
+	}
+	init := c.ToJSON()
+	p.mu.Lock()
+	if !p.offerSent {
+		p.localCands = append(p.localCands, init)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	if err := p.sendCandidate(init); err != nil {
+		p.h.fail("%s: sending ICE candidate: %v", p.name, err)
+	}
+}
+
+func (p *peer) signalingLoop() {
+	for {
+		select {
+		case <-p.stopCh:
+			return
+		case msg := <-p.sigCh:
+			if err := p.handleSignal(msg); err != nil {
+				p.h.fail("%s: %v", p.name, err)
+			}
+		}
+	}
+}
+
+func (p *peer) handleSignal(msg rtc.Message) error {
+	switch msg.Type {
+	case rtc.SDPMessage:
+		var sd webrtc.SessionDescription
+		if err := json.Unmarshal(msg.Data, &sd); err != nil {
+			return fmt.Errorf("SDP message data is not a JSON SessionDescription: %v (%q)", err, msg.Data)
+		}
+		switch sd.Type {
+		case webrtc.SDPTypeAnswer:
+			if err := p.pc.SetRemoteDescription(sd); err != nil {
+				return fmt.Errorf("SetRemoteDescription(answer): %w", err)
+			}
+			p.mu.Lock()
+			p.answersRecvd++
+			p.mu.Unlock()
+		case webrtc.SDPTypeOffer:
+			// Server-initiated renegotiation (rtcd adds/removes a forwarded
+			// track): answer it like the webapp does.
+			if err := p.pc.SetRemoteDescription(sd); err != nil {
+				return fmt.Errorf("SetRemoteDescription(server offer): %w", err)
+			}
+			answer, err := p.pc.CreateAnswer(nil)
+			if err != nil {
+				return fmt.Errorf("CreateAnswer: %w", err)
+			}
+			if err := p.pc.SetLocalDescription(answer); err != nil {
+				return fmt.Errorf("SetLocalDescription(answer): %w", err)
+			}
+			if err := p.sendSDP(*p.pc.LocalDescription()); err != nil {
+				return fmt.Errorf("sending answer: %w", err)
+			}
+			p.mu.Lock()
+			p.offersRecvd++
+			p.mu.Unlock()
+		default:
+			return fmt.Errorf("unexpected SDP type %q from server", sd.Type)
+		}
+		return p.flushRemoteCandidates()
+	case rtc.ICEMessage:
+		// rtcd's outbound candidate shape: {"type":"candidate","candidate":RTCIceCandidateInit}
+		var wrapped struct {
+			Type      string                   `json:"type"`
+			Candidate *webrtc.ICECandidateInit `json:"candidate"`
+		}
+		if err := json.Unmarshal(msg.Data, &wrapped); err != nil {
+			return fmt.Errorf("ICE message data is not JSON: %v (%q)", err, msg.Data)
+		}
+		if wrapped.Type != "candidate" || wrapped.Candidate == nil || wrapped.Candidate.Candidate == "" {
+			return fmt.Errorf(`ICE message data %q is not {"type":"candidate","candidate":{...}}`, msg.Data)
+		}
+		var keys map[string]json.RawMessage
+		if err := json.Unmarshal(msg.Data, &keys); err != nil || len(keys) != 2 {
+			return fmt.Errorf(`ICE message data %q must have exactly the keys "type" and "candidate"`, msg.Data)
+		}
+		p.mu.Lock()
+		p.candsRecvd++
+		if len(p.candShapes) == 0 {
+			p.candShapes = append(p.candShapes, string(msg.Data))
+		}
+		p.remoteCands = append(p.remoteCands, *wrapped.Candidate)
+		p.mu.Unlock()
+		return p.flushRemoteCandidates()
+	default:
+		return fmt.Errorf("unexpected rtc message type %d from server (data %q)", msg.Type, msg.Data)
+	}
+}
+
+// flushRemoteCandidates adds queued remote candidates once a remote
+// description is set (rtcd may trickle candidates before its answer).
+func (p *peer) flushRemoteCandidates() error {
+	if p.pc.RemoteDescription() == nil {
+		return nil
+	}
+	p.mu.Lock()
+	cands := p.remoteCands
+	p.remoteCands = nil
+	p.mu.Unlock()
+	for _, c := range cands {
+		if err := p.pc.AddICECandidate(c); err != nil {
+			return fmt.Errorf("AddICECandidate(%q): %w", c.Candidate, err)
+		}
+	}
+	return nil
+}
+
+func (p *peer) onTrack(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	info := remoteTrackInfo{ID: tr.ID(), StreamID: tr.StreamID(), MimeType: tr.Codec().MimeType, PayloadType: uint8(tr.PayloadType())}
+	select {
+	case p.tracksCh <- info:
+	default:
+	}
+	for {
+		pkt, _, err := tr.ReadRTP()
+		if err != nil {
+			return
+		}
+		if pkt.PayloadType != opusPT || len(pkt.Payload) != rtpPayloadSize || pkt.Payload[0] == p.tag {
+			p.recvOther.Add(1)
+			continue
+		}
+		p.recv.Add(1)
+	}
+}
+
+func (p *peer) onDCMessage(m webrtc.DataChannelMessage) {
+	msg := dcMessage{text: m.IsString, raw: append([]byte(nil), m.Data...)}
+	if !m.IsString {
+		t, payload, err := dc.DecodeMessage(m.Data)
+		if err != nil {
+			p.h.fail("%s: undecodable DC message %x: %v", p.name, m.Data, err)
+			return
+		}
+		msg.msgType, msg.payload = t, payload
+		if t == dc.MessageTypeMediaMap {
+			mm, _ := payload.(dc.MediaMap)
+			p.mu.Lock()
+			p.mediaMaps = append(p.mediaMaps, mm)
+			p.mu.Unlock()
+			return
+		}
+	}
+	select {
+	case p.dcMsgCh <- msg:
+	default:
+	}
+}
+
+// waitDC waits for a DC message matching pred.
+func (p *peer) waitDC(timeout time.Duration, pred func(dcMessage) bool) (dcMessage, error) {
+	deadline := time.After(timeout)
+	for {
+		select {
+		case m := <-p.dcMsgCh:
+			if pred(m) {
+				return m, nil
+			}
+		case <-deadline:
+			return dcMessage{}, fmt.Errorf("%s: no matching DC message within %s", p.name, timeout)
+		}
+	}
+}
+
+// startRTP sends Opus-shaped RTP (PT 111, 20 ms cadence, 100-byte dummy
+// payloads, incrementing seq/timestamp) until the peer is closed. A speaking
+// peer varies the audio level (0/-dBov alternating between 10 and 90) so
+// rtcd's VAD reports voice; a silent one sends a constant 127 (silence).
+func (p *peer) startRTP() {
+	p.sendOnce.Do(func() { go p.rtpLoop() })
+}
+
+func (p *peer) rtpLoop() {
+	var extID uint8
+	for _, ext := range p.sender.GetParameters().HeaderExtensions {
+		if ext.URI == audioLevelURI {
+			extID = uint8(ext.ID)
+		}
+	}
+	if extID == 0 {
+		p.h.fail("%s: audio level extension was not negotiated", p.name)
+	}
+	ticker := time.NewTicker(rtpInterval)
+	defer ticker.Stop()
+	seq := uint16(1000)
+	ts := uint32(48000)
+	for i := 0; ; i++ {
+		select {
+		case <-p.stopCh:
+			return
+		case <-ticker.C:
+		}
+		payload := make([]byte, rtpPayloadSize)
+		payload[0] = p.tag
+		for j := 1; j < len(payload); j++ {
+			payload[j] = byte(i + j)
+		}
+		pkt := &rtp.Packet{
+			Header: rtp.Header{
+				Version:        2,
+				PayloadType:    opusPT,
+				SequenceNumber: seq,
+				Timestamp:      ts,
+			},
+			Payload: payload,
+		}
+		if extID != 0 {
+			level := uint8(127)
+			if p.speaking {
+				level = 10
+				if i%2 == 1 {
+					level = 90
+				}
+			}
+			ext, err := (&rtp.AudioLevelExtension{Level: level, Voice: p.speaking}).Marshal()
+			if err == nil {
+				_ = pkt.Header.SetExtension(extID, ext)
+			}
+		}
+		if err := p.track.WriteRTP(pkt); err == nil {
+			p.sent.Add(1)
+		}
+		seq++
+		ts += 960
+	}
+}
+
+func (p *peer) counts() (answers, offers, cands int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.answersRecvd, p.offersRecvd, p.candsRecvd
+}
+
+func (p *peer) getMediaMaps() []dc.MediaMap {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]dc.MediaMap(nil), p.mediaMaps...)
+}
+
+func (p *peer) String() string {
+	a, o, c := p.counts()
+	return fmt.Sprintf("%s{session=%s sent=%d recv=%d other=%d answers=%d serverOffers=%d cands=%d state=%s}",
+		p.name, p.sessionID, p.sent.Load(), p.recv.Load(), p.recvOther.Load(), a, o, c, p.pc.ConnectionState())
+}

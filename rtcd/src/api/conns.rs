@@ -1,0 +1,253 @@
+//! The plugin connections and which connection serves each session (rtcd's `connMap`):
+//! messages go to the session's current connection, `close` to the one that carried the
+//! `join` (as rtcd does). Each connection has a bounded send queue; a connection that cannot
+//! keep up is closed, and its sessions wait for a `reconnect`.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
+
+use tokio::sync::{Notify, mpsc};
+
+use crate::{
+    call::{GroupId, SessionId},
+    engine::SignalSink,
+    metrics::Metrics,
+    protocol::ws::ClientMessage,
+};
+
+/// Frames queued per connection before it counts as a slow consumer.
+pub const SEND_QUEUE: usize = 1024;
+
+#[derive(Debug)]
+struct Conn {
+    client_id: String,
+    tx: mpsc::Sender<Vec<u8>>,
+    kill: Arc<Notify>,
+}
+
+#[derive(Debug, Clone)]
+struct Route {
+    group: String,
+    join_conn: String,
+    conn: String,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    conns: HashMap<String, Conn>,
+    routes: HashMap<String, Route>,
+}
+
+/// Every open plugin connection and session route.
+#[derive(Debug)]
+pub struct ConnRegistry {
+    inner: Mutex<Inner>,
+    metrics: Arc<Metrics>,
+}
+
+impl ConnRegistry {
+    /// An empty registry.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            inner: Mutex::default(),
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a connection; `kill` is notified when it must close.
+    pub fn register(&self, conn_id: &str, client_id: &str, tx: mpsc::Sender<Vec<u8>>, kill: Arc<Notify>) {
+        self.lock().conns.insert(
+            conn_id.to_string(),
+            Conn {
+                client_id: client_id.to_string(),
+                tx,
+                kill,
+            },
+        );
+    }
+
+    /// Removes a connection (its sessions keep their routes until a `reconnect`).
+    pub fn unregister(&self, conn_id: &str) {
+        self.lock().conns.remove(conn_id);
+    }
+
+    /// Routes a newly joined session to `conn_id`, unless it is already routed.
+    pub fn bind(&self, session: &str, group: &str, conn_id: &str) {
+        self.lock()
+            .routes
+            .entry(session.to_string())
+            .or_insert_with(|| Route {
+                group: group.to_string(),
+                join_conn: conn_id.to_string(),
+                conn: conn_id.to_string(),
+            });
+    }
+
+    /// `reconnect`: from now on the session's messages go to `conn_id`. Only the group that
+    /// owns the session may move it.
+    pub fn rebind(&self, session: &str, group: &str, conn_id: &str) -> bool {
+        match self.lock().routes.get_mut(session) {
+            Some(r) if r.group == group => {
+                r.conn = conn_id.to_string();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Queues a frame on a connection; a full queue closes it.
+    pub fn send_to_conn(&self, conn_id: &str, msg: &ClientMessage) -> bool {
+        let inner = self.lock();
+        let Some(conn) = inner.conns.get(conn_id) else {
+            return false;
+        };
+        match conn.tx.try_send(msg.encode()) {
+            Ok(()) => {
+                self.metrics
+                    .ws_messages
+                    .get_or_create(&vec![
+                        ("clientID", conn.client_id.clone()),
+                        ("type", msg.type_name().to_string()),
+                        ("direction", "out".into()),
+                    ])
+                    .inc();
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(conn = conn_id, client = %conn.client_id, "send queue full: closing slow connection");
+                conn.kill.notify_one();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+impl ConnRegistry {
+    /// Sends `close` for a session (to its join connection) and forgets its route.
+    pub fn deliver_close(&self, session: &str) {
+        let id = SessionId(session.to_string());
+        self.deliver(
+            &GroupId(String::new()),
+            &id,
+            ClientMessage::Close {
+                session_id: session.to_string(),
+            },
+        );
+    }
+}
+
+impl SignalSink for ConnRegistry {
+    fn deliver(&self, _group: &GroupId, session: &SessionId, msg: ClientMessage) {
+        let route = {
+            let mut inner = self.lock();
+            if matches!(msg, ClientMessage::Close { .. }) {
+                inner.routes.remove(&session.0)
+            } else {
+                inner.routes.get(&session.0).cloned()
+            }
+        };
+        let Some(route) = route else {
+            tracing::debug!(%session, "no connection for session: message dropped");
+            return;
+        };
+        let target = if matches!(msg, ClientMessage::Close { .. }) {
+            &route.join_conn
+        } else {
+            &route.conn
+        };
+        if !self.send_to_conn(target, &msg) {
+            tracing::debug!(%session, conn = %target, "connection gone: message dropped");
+        }
+    }
+}
+
+/// A fresh 26-character connection ID: a random UUIDv4 in Mattermost's base32 alphabet.
+pub fn new_conn_id() -> String {
+    const ALPHABET: &[u8; 32] = b"ybndrfg8ejkmcpqxot1uwisza345h769";
+    let mut b = [0u8; 16];
+    // An all-zero ID only if the OS has no randomness, which getrandom reports as an error.
+    let _ = getrandom::fill(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let mut out = String::with_capacity(26);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for byte in b {
+        acc = (acc << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(ALPHABET[((acc >> bits) & 31) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(ALPHABET[((acc << (5 - bits)) & 31) as usize]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_ids_are_26_chars_of_the_alphabet_and_fresh() {
+        let a = new_conn_id();
+        assert_eq!(a.len(), 26);
+        assert!(
+            a.chars().all(|c| "ybndrfg8ejkmcpqxot1uwisza345h769".contains(c)),
+            "{a}"
+        );
+        assert_ne!(a, new_conn_id());
+    }
+
+    #[tokio::test]
+    async fn close_goes_to_the_join_connection_and_a_full_queue_kills() {
+        let reg = ConnRegistry::new(Arc::new(Metrics::new()));
+        let (tx1, mut rx1) = mpsc::channel(1);
+        let (tx2, mut rx2) = mpsc::channel(1);
+        let kill2 = Arc::new(Notify::new());
+        reg.register("c1", "client", tx1, Arc::new(Notify::new()));
+        reg.register("c2", "client", tx2, kill2.clone());
+        reg.bind("s", "client", "c1");
+        assert!(reg.rebind("s", "client", "c2"));
+        assert!(
+            !reg.rebind("s", "other-client", "c2"),
+            "another group cannot steal a session"
+        );
+        let g = GroupId("client".into());
+        let s = SessionId("s".into());
+        reg.deliver(&g, &s, ClientMessage::Vad(Default::default()));
+        assert!(rx2.try_recv().is_ok(), "rtc/vad go to the current connection");
+        reg.deliver(
+            &g,
+            &s,
+            ClientMessage::Close {
+                session_id: "s".into(),
+            },
+        );
+        assert!(rx1.try_recv().is_ok(), "close goes to the join connection");
+        // c2's queue holds one frame: the second send finds it full and kills c2.
+        reg.send_to_conn(
+            "c2",
+            &ClientMessage::Close {
+                session_id: "x".into(),
+            },
+        );
+        assert!(!reg.send_to_conn(
+            "c2",
+            &ClientMessage::Close {
+                session_id: "y".into()
+            }
+        ));
+        tokio::time::timeout(std::time::Duration::from_secs(1), kill2.notified())
+            .await
+            .unwrap();
+    }
+}

@@ -1,0 +1,157 @@
+//! One participant: its str0m peer, its signaling state and the tracks it publishes and
+//! receives.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use str0m::{
+    Rtc,
+    channel::ChannelId,
+    media::{Mid, Pt},
+};
+
+use super::{SessionConfig, SessionId};
+use crate::{lifecycle::SessionGuard, media::rebase::SeqRebase, media::vad::VoiceDetector};
+
+/// rtcd: the client's first offer must come within this long of `join`.
+pub(crate) const OFFER_TIMEOUT: Duration = Duration::from_secs(10);
+/// rtcd: a server offer's answer must come within this long.
+pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may hold the DataChannel signaling lock before it is taken back.
+pub(crate) const CLIENT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// ICE `Disconnected` for this long counts as failed (pion: 5 s disconnected + 25 s failed).
+pub(crate) const DISCONNECTED_GRACE: Duration = Duration::from_secs(30);
+/// rtcd queues at most this many inbound candidates until the answer.
+pub(crate) const MAX_QUEUED_CANDIDATES: usize = 40;
+/// Server offers that may time out in a row before the session is closed.
+pub(crate) const MAX_OFFER_ATTEMPTS: u32 = 3;
+
+/// What a track carries (rtcd's `trackType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum TrackKind {
+    Voice,
+}
+
+impl TrackKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Voice => "voice",
+        }
+    }
+}
+
+/// A pending change to what this session receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TrackAction {
+    Add { source: SessionId, kind: TrackKind },
+    Remove { source: SessionId, kind: TrackKind },
+}
+
+/// One forwarded track towards this session.
+#[derive(Debug)]
+pub(crate) struct OutTrack {
+    pub(crate) mid: Mid,
+    /// Negotiated (answer accepted): packets may be written.
+    pub(crate) active: bool,
+    /// Being negotiated away: nothing more is written.
+    pub(crate) removing: bool,
+    /// The receiver's payload type for the codec.
+    pub(crate) pt: Pt,
+    pub(crate) seq: SeqRebase,
+}
+
+impl OutTrack {
+    pub(crate) fn new(mid: Mid) -> Self {
+        Self {
+            mid,
+            active: false,
+            removing: false,
+            pt: Pt::from(111),
+            seq: SeqRebase::default(),
+        }
+    }
+}
+
+/// Who may change the session's SDP right now.
+#[derive(Debug)]
+pub(crate) enum Signaling {
+    /// Nobody is negotiating.
+    Stable,
+    /// We sent an offer and wait for its answer.
+    ServerOffer {
+        pending: Box<str0m::change::SdpPendingOffer>,
+        deadline: Instant,
+        started: Instant,
+        /// The changes this offer carries, to retry if it times out.
+        actions: Vec<TrackAction>,
+    },
+    /// The client holds the DataChannel lock.
+    ClientLocked { since: Instant },
+}
+
+pub(crate) struct Session {
+    pub(crate) cfg: SessionConfig,
+    pub(crate) rtc: Rtc,
+    pub(crate) ufrag: String,
+    pub(crate) created: Instant,
+    /// Set until the first client offer arrives.
+    pub(crate) offer_deadline: Option<Instant>,
+    /// The first answer was sent: trickled ICE can be applied directly.
+    pub(crate) answered: bool,
+    pub(crate) queued_candidates: Vec<String>,
+    pub(crate) connected: bool,
+    pub(crate) disconnected_since: Option<Instant>,
+    pub(crate) dc: Option<ChannelId>,
+    /// Existing publishers were offered once the DataChannel opened (rtcd's tracksInitDone).
+    pub(crate) tracks_init_done: bool,
+    /// The incoming voice m-line, once its first RTP packet arrived.
+    pub(crate) voice_mid: Option<Mid>,
+    pub(crate) voice_enabled: bool,
+    pub(crate) vad: VoiceDetector,
+    /// (source session, kind) → what we forward to this session.
+    pub(crate) out_tracks: HashMap<(SessionId, TrackKind), OutTrack>,
+    pub(crate) pending_actions: Vec<TrackAction>,
+    pub(crate) signaling: Signaling,
+    pub(crate) offer_attempts: u32,
+    /// Remote addresses learnt for demux, removed with the session.
+    pub(crate) remotes: Vec<(super::Protocol, SocketAddr)>,
+    /// When the rtc wants `Input::Timeout`.
+    pub(crate) rtc_deadline: Instant,
+    pub(crate) timer_gen: u64,
+    pub(crate) _guard: Option<SessionGuard>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// The earliest time this session needs attention.
+    pub(crate) fn deadline(&self) -> Instant {
+        let mut d = self.rtc_deadline;
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                d = d.min(t);
+            }
+        };
+        consider(self.offer_deadline);
+        consider(self.disconnected_since.map(|t| t + DISCONNECTED_GRACE));
+        match &self.signaling {
+            Signaling::ServerOffer { deadline, .. } => consider(Some(*deadline)),
+            Signaling::ClientLocked { since } => consider(Some(*since + CLIENT_LOCK_TIMEOUT)),
+            Signaling::Stable => {}
+        }
+        d
+    }
+
+    pub(crate) fn is_stable(&self) -> bool {
+        matches!(self.signaling, Signaling::Stable)
+    }
+}

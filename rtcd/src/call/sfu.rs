@@ -1,0 +1,1076 @@
+//! The call core: every session of every call, demultiplexing, signaling and forwarding.
+
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap, HashSet, VecDeque},
+    net::SocketAddr,
+    sync::Arc,
+    time::Instant,
+};
+
+use str0m::{
+    Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc,
+    change::{SdpAnswer, SdpOffer},
+    channel::ChannelData,
+    media::{Direction, MediaKind, Pt},
+    net::Receive,
+    rtp::{RtpPacket, RtpWrite},
+};
+
+use super::{
+    CallId, GroupId, Protocol, SessionConfig, SessionId, SfuOutput,
+    demux::stun_local_ufrag,
+    session::{
+        ANSWER_TIMEOUT, MAX_OFFER_ATTEMPTS, MAX_QUEUED_CANDIDATES, OFFER_TIMEOUT, OutTrack, Session,
+        Signaling, TrackAction, TrackKind,
+    },
+};
+use crate::{
+    lifecycle::SessionGuard,
+    metrics::{Labels, Metrics},
+    protocol::{
+        dc::{DcMessage, TrackInfo},
+        rtc::{RtcMessage, RtcType},
+        ws::ClientMessage,
+    },
+};
+
+/// What the core needs from its surroundings.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// The addresses advertised as host candidates (UDP).
+    pub udp_candidates: Vec<SocketAddr>,
+    /// Prometheus families.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Where an SDP came from, so the reply goes back the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Ws,
+    Dc,
+}
+
+/// Every session of every call.
+#[derive(Debug)]
+pub struct Sfu {
+    cfg: SfuConfig,
+    sessions: HashMap<SessionId, Session>,
+    calls: HashMap<(GroupId, CallId), Vec<SessionId>>,
+    by_remote: HashMap<(Protocol, SocketAddr), SessionId>,
+    by_ufrag: HashMap<String, SessionId>,
+    timers: BinaryHeap<Reverse<(Instant, u64, SessionId)>>,
+    dirty: Vec<SessionId>,
+    dirty_set: HashSet<SessionId>,
+    out: VecDeque<SfuOutput>,
+    next_gen: u64,
+}
+
+fn group_label(g: &GroupId) -> Labels {
+    vec![("groupID", g.0.clone())]
+}
+
+#[derive(serde::Deserialize)]
+struct SdpJson {
+    #[serde(rename = "type")]
+    kind: String,
+    sdp: String,
+}
+
+#[derive(serde::Deserialize)]
+struct IceJson {
+    #[serde(default)]
+    candidate: String,
+}
+
+impl Sfu {
+    /// An empty SFU.
+    pub fn new(cfg: SfuConfig) -> Self {
+        Self {
+            cfg,
+            sessions: HashMap::new(),
+            calls: HashMap::new(),
+            by_remote: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            dirty_set: HashSet::new(),
+            out: VecDeque::new(),
+            next_gen: 0,
+        }
+    }
+
+    /// The next output to act on.
+    pub fn poll_output(&mut self) -> Option<SfuOutput> {
+        self.out.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] must next be called.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, generation, sid))) = self.timers.peek() {
+            match self.sessions.get(sid) {
+                Some(s) if s.timer_gen == *generation => return Some(*at),
+                _ => {
+                    self.timers.pop();
+                }
+            }
+        }
+        None
+    }
+
+    /// Live sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// The sessions of one call (for `GET /calls/{id}/sessions`), in join order.
+    pub fn sessions(&self, group: &GroupId, call: &CallId) -> Vec<SessionConfig> {
+        self.calls
+            .get(&(group.clone(), call.clone()))
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| self.sessions.get(id))
+                    .map(|s| s.cfg.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A datagram from the network (`destination` is the advertised local address). Returns
+    /// whether a session took it.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        buf: &[u8],
+    ) -> bool {
+        let known = self.by_remote.get(&(proto, source)).cloned();
+        let sid = known
+            .clone()
+            .or_else(|| stun_local_ufrag(buf).and_then(|u| self.by_ufrag.get(u).cloned()));
+        let Some(sid) = sid else { return false };
+        let Ok(recv) = Receive::new(proto, source, destination, buf) else {
+            return false;
+        };
+        let input = Input::Receive(now, recv);
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return false;
+        };
+        if !s.rtc.accepts(&input) {
+            return false;
+        }
+        if known.is_none() {
+            self.by_remote.insert((proto, source), sid.clone());
+            s.remotes.push((proto, source));
+        }
+        if let Err(e) = s.rtc.handle_input(input) {
+            tracing::debug!(session = %sid, error = %e, "dropping datagram");
+            return true;
+        }
+        self.mark_dirty(&sid);
+        self.drain(now);
+        true
+    }
+
+    /// A `join`: creates the session's peer. The client's offer must follow within 10 s.
+    pub fn handle_join(
+        &mut self,
+        now: Instant,
+        cfg: SessionConfig,
+        guard: Option<SessionGuard>,
+    ) -> Result<(), String> {
+        cfg.validate()
+            .map_err(|e| format!("invalid session config: {e}"))?;
+        if self.sessions.contains_key(&cfg.session_id) {
+            return Err("failed to add session: session already exists".into());
+        }
+        let creds = IceCreds::new();
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .set_local_ice_credentials(creds.clone())
+            .build(now);
+        for addr in &self.cfg.udp_candidates {
+            match Candidate::host(*addr, "udp") {
+                Ok(c) => {
+                    rtc.add_local_candidate(c);
+                }
+                Err(e) => tracing::warn!(%addr, error = %e, "skipping local candidate"),
+            }
+        }
+        let sid = cfg.session_id.clone();
+        self.cfg
+            .metrics
+            .rtc_sessions
+            .get_or_create(&group_label(&cfg.group_id))
+            .inc();
+        self.calls
+            .entry((cfg.group_id.clone(), cfg.call_id.clone()))
+            .or_default()
+            .push(sid.clone());
+        self.by_ufrag.insert(creds.ufrag.clone(), sid.clone());
+        tracing::debug!(session = %sid, call = %cfg.call_id.0, "session created");
+        self.sessions.insert(
+            sid.clone(),
+            Session {
+                cfg,
+                rtc,
+                ufrag: creds.ufrag,
+                created: now,
+                offer_deadline: Some(now + OFFER_TIMEOUT),
+                answered: false,
+                queued_candidates: Vec::new(),
+                connected: false,
+                disconnected_since: None,
+                dc: None,
+                tracks_init_done: false,
+                voice_mid: None,
+                voice_enabled: false,
+                vad: Default::default(),
+                out_tracks: HashMap::new(),
+                pending_actions: Vec::new(),
+                signaling: Signaling::Stable,
+                offer_attempts: 0,
+                remotes: Vec::new(),
+                rtc_deadline: now,
+                timer_gen: 0,
+                _guard: guard,
+            },
+        );
+        self.mark_dirty(&sid);
+        self.drain(now);
+        Ok(())
+    }
+
+    /// A `leave`.
+    pub fn handle_leave(&mut self, now: Instant, group: &GroupId, session: &SessionId) -> Result<(), String> {
+        match self.sessions.get(session) {
+            Some(s) if &s.cfg.group_id == group => {
+                self.close_session(now, session, "leave");
+                self.drain(now);
+                Ok(())
+            }
+            _ => Err(format!("failed to close session: session {session} not found")),
+        }
+    }
+
+    /// An `rtc` message from the plugin. Errors are rtcd's log lines; the message is dropped.
+    pub fn handle_rtc(&mut self, now: Instant, group: &GroupId, msg: RtcMessage) -> Result<(), String> {
+        if msg.session_id.is_empty() {
+            return Err("invalid message: invalid SessionID value: should not be empty".into());
+        }
+        let Some(kind) = msg.kind() else {
+            return Err(format!("invalid message: invalid Type value {}", msg.msg_type));
+        };
+        let sid = SessionId(msg.session_id.clone());
+        match self.sessions.get(&sid) {
+            Some(s) if &s.cfg.group_id == group => {}
+            _ => return Err(format!("session not found: {sid}")),
+        }
+        let result = match kind {
+            RtcType::Ice => self.remote_candidate(&sid, &msg.data),
+            RtcType::Sdp => self.incoming_sdp(now, &sid, &msg.data, Via::Ws),
+            RtcType::Mute | RtcType::Unmute => {
+                self.set_muted(now, &sid, kind == RtcType::Mute);
+                Ok(())
+            }
+            // Video and screen share arrive with the next milestone; rtcd ignores VideoOff too.
+            RtcType::ScreenOn | RtcType::ScreenOff | RtcType::VideoOn | RtcType::VideoOff => Ok(()),
+            RtcType::VoiceOn | RtcType::VoiceOff => {
+                Err(format!("received unexpected message type {}", msg.msg_type))
+            }
+        };
+        self.drain(now);
+        result
+    }
+
+    /// Time passed: serve every session whose deadline is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, generation, sid))) = self.timers.peek().cloned() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(s) = self.sessions.get_mut(&sid) else {
+                continue;
+            };
+            if s.timer_gen != generation {
+                continue;
+            }
+            if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                tracing::debug!(session = %sid, error = %e, "timeout input failed");
+            }
+            if s.offer_deadline.is_some_and(|d| d <= now) {
+                tracing::warn!(session = %sid, "no offer within 10 s of join: closing");
+                self.error_metric(&sid, "signaling");
+                self.close_session(now, &sid, "offer timeout");
+                continue;
+            }
+            if s.disconnected_since
+                .is_some_and(|t| t + super::session::DISCONNECTED_GRACE <= now)
+            {
+                tracing::info!(session = %sid, "ICE disconnected for too long: closing");
+                self.cfg
+                    .metrics
+                    .rtc_conn_states
+                    .get_or_create(&vec![("type", "failed".into())])
+                    .inc();
+                self.close_session(now, &sid, "ice failed");
+                continue;
+            }
+            match &s.signaling {
+                Signaling::ServerOffer { deadline, .. } if *deadline <= now => {
+                    self.offer_timed_out(now, &sid)
+                }
+                Signaling::ClientLocked { since } if *since + super::session::CLIENT_LOCK_TIMEOUT <= now => {
+                    tracing::warn!(session = %sid, "client held the signaling lock too long: released");
+                    s.signaling = Signaling::Stable;
+                    self.maybe_renegotiate(now, &sid);
+                }
+                _ => {}
+            }
+            self.mark_dirty(&sid);
+        }
+        self.drain(now);
+    }
+
+    fn mark_dirty(&mut self, sid: &SessionId) {
+        if self.dirty_set.insert(sid.clone()) {
+            self.dirty.push(sid.clone());
+        }
+    }
+
+    fn schedule(&mut self, sid: &SessionId) {
+        let generation = self.next_gen;
+        self.next_gen += 1;
+        if let Some(s) = self.sessions.get_mut(sid) {
+            s.timer_gen = generation;
+            self.timers.push(Reverse((s.deadline(), generation, sid.clone())));
+        }
+    }
+
+    /// Polls every dirty session until it has nothing more to say, handling its events.
+    fn drain(&mut self, now: Instant) {
+        while let Some(sid) = self.dirty.pop() {
+            self.dirty_set.remove(&sid);
+            let Some(s) = self.sessions.get_mut(&sid) else {
+                continue;
+            };
+            let mut events = Vec::new();
+            let mut failure = None;
+            loop {
+                match s.rtc.poll_output() {
+                    Ok(Output::Transmit(t)) => self.out.push_back(SfuOutput::Transmit {
+                        proto: t.proto,
+                        source: t.source,
+                        destination: t.destination,
+                        data: t.contents.to_vec(),
+                    }),
+                    Ok(Output::Timeout(t)) => {
+                        s.rtc_deadline = t;
+                        break;
+                    }
+                    Ok(Output::Event(e)) => events.push(e),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            self.schedule(&sid);
+            for e in events {
+                self.handle_event(now, &sid, e);
+            }
+            if let Some(e) = failure {
+                tracing::warn!(session = %sid, error = %e, "peer failed");
+                self.error_metric(&sid, "rtp");
+                self.close_session(now, &sid, "peer error");
+            }
+        }
+    }
+
+    fn handle_event(&mut self, now: Instant, sid: &SessionId, e: Event) {
+        let metrics = self.cfg.metrics.clone();
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        match e {
+            Event::Connected => {
+                s.connected = true;
+                metrics
+                    .rtc_conn_states
+                    .get_or_create(&vec![("type", "connected".into())])
+                    .inc();
+                metrics
+                    .rtc_connection_time
+                    .get_or_create(&group_label(&s.cfg.group_id))
+                    .observe(now.duration_since(s.created).as_secs_f64());
+                tracing::debug!(session = %sid, "rtc connected");
+            }
+            // Disconnected is transient under ICE-lite (see docs/ARCHITECTURE.md): wait before
+            // giving up.
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected)
+                if s.disconnected_since.is_none() =>
+            {
+                s.disconnected_since = Some(now);
+                if s.connected {
+                    metrics
+                        .rtc_conn_states
+                        .get_or_create(&vec![("type", "disconnected".into())])
+                        .inc();
+                }
+            }
+            Event::IceConnectionStateChange(
+                IceConnectionState::Connected | IceConnectionState::Completed | IceConnectionState::Checking,
+            ) => s.disconnected_since = None,
+            Event::ChannelOpen(id, label) => {
+                tracing::debug!(session = %sid, %label, "data channel open");
+                s.dc = Some(id);
+                metrics
+                    .rtc_dc_open_time
+                    .get_or_create(&group_label(&s.cfg.group_id))
+                    .observe(now.duration_since(s.created).as_secs_f64());
+                if !s.tracks_init_done {
+                    s.tracks_init_done = true;
+                    let key = (s.cfg.group_id.clone(), s.cfg.call_id.clone());
+                    let publishers: Vec<SessionId> = self
+                        .calls
+                        .get(&key)
+                        .into_iter()
+                        .flatten()
+                        .filter(|p| *p != sid)
+                        .filter(|p| self.sessions.get(*p).is_some_and(|p| p.voice_mid.is_some()))
+                        .cloned()
+                        .collect();
+                    if let Some(s) = self.sessions.get_mut(sid) {
+                        for source in publishers {
+                            s.pending_actions.push(TrackAction::Add {
+                                source,
+                                kind: TrackKind::Voice,
+                            });
+                        }
+                    }
+                    self.maybe_renegotiate(now, sid);
+                }
+            }
+            Event::ChannelData(d) => self.channel_data(now, sid, d),
+            Event::ChannelClose(id) if s.dc == Some(id) => s.dc = None,
+            Event::RtpPacket(p) => self.rtp(now, sid, p),
+            Event::Closed => self.close_session(now, sid, "peer closed"),
+            _ => {}
+        }
+    }
+
+    fn rtp(&mut self, now: Instant, sid: &SessionId, p: RtpPacket) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let Some(mid) = s.rtc.direct_api().stream_rx(&p.header.ssrc).map(|r| r.mid()) else {
+            return;
+        };
+        if s.rtc.media(mid).map(|m| m.kind()) != Some(MediaKind::Audio) {
+            return;
+        }
+        match s.voice_mid {
+            None => {
+                // rtcd's OnTrack: the voice track starts enabled and is offered to everyone
+                // whose tracks are initialised.
+                s.voice_mid = Some(mid);
+                s.voice_enabled = true;
+                self.cfg
+                    .metrics
+                    .rtp_tracks
+                    .get_or_create(&vec![
+                        ("groupID", s.cfg.group_id.0.clone()),
+                        ("direction", "in".into()),
+                        ("type", "audio/opus".into()),
+                    ])
+                    .inc();
+                tracing::debug!(session = %sid, %mid, "voice track started");
+                let peers = self.call_peers(sid);
+                for peer in peers {
+                    let Some(ps) = self.sessions.get_mut(&peer) else {
+                        continue;
+                    };
+                    if ps.tracks_init_done {
+                        ps.pending_actions.push(TrackAction::Add {
+                            source: sid.clone(),
+                            kind: TrackKind::Voice,
+                        });
+                        self.maybe_renegotiate(now, &peer);
+                    }
+                }
+            }
+            Some(v) if v != mid => return,
+            Some(_) => {}
+        }
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        if let Some(level) = p.header.ext_vals.audio_level
+            && let Some(on) = s.vad.push(level.unsigned_abs(), now)
+        {
+            let msg = self.vad_message(sid, on);
+            self.out.push_back(msg);
+        }
+        let Some(s) = self.sessions.get(sid) else { return };
+        if !s.voice_enabled {
+            return;
+        }
+        let mut ext = p.header.ext_vals.clone();
+        ext.mid = None;
+        ext.rid = None;
+        ext.rid_repair = None;
+        ext.transport_cc = None;
+        let key = (sid.clone(), TrackKind::Voice);
+        for peer in self.call_peers(sid) {
+            let Some(ps) = self.sessions.get_mut(&peer) else {
+                continue;
+            };
+            let Some(t) = ps.out_tracks.get_mut(&key) else {
+                continue;
+            };
+            if !t.active {
+                continue;
+            }
+            let Some(seq) = t.seq.map(*p.seq_no) else { continue };
+            let (out_mid, pt) = (t.mid, t.pt);
+            let mut api = ps.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
+                continue;
+            };
+            tx.write_rtp(
+                RtpWrite::new(pt, seq.into(), p.header.timestamp, p.timestamp, p.payload.clone())
+                    .marker(p.header.marker)
+                    .ext_vals(ext.clone()),
+            );
+            self.mark_dirty(&peer);
+        }
+    }
+
+    fn vad_message(&self, sid: &SessionId, on: bool) -> SfuOutput {
+        let kind = if on { RtcType::VoiceOn } else { RtcType::VoiceOff };
+        let msg = self.rtc_message(sid, kind, Vec::new());
+        let group_id = self
+            .sessions
+            .get(sid)
+            .map(|s| s.cfg.group_id.clone())
+            .unwrap_or(GroupId(String::new()));
+        SfuOutput::Signal {
+            group_id,
+            session_id: sid.clone(),
+            msg: ClientMessage::Vad(msg),
+        }
+    }
+
+    fn rtc_message(&self, sid: &SessionId, kind: RtcType, data: Vec<u8>) -> RtcMessage {
+        let s = self.sessions.get(sid);
+        RtcMessage {
+            group_id: s.map(|s| s.cfg.group_id.0.clone()).unwrap_or_default(),
+            user_id: s.map(|s| s.cfg.user_id.clone()).unwrap_or_default(),
+            session_id: sid.0.clone(),
+            call_id: s.map(|s| s.cfg.call_id.0.clone()).unwrap_or_default(),
+            msg_type: kind as i64,
+            data,
+        }
+    }
+
+    fn signal(&mut self, sid: &SessionId, kind: RtcType, data: Vec<u8>) {
+        let msg = self.rtc_message(sid, kind, data);
+        let group_id = GroupId(msg.group_id.clone());
+        self.out.push_back(SfuOutput::Signal {
+            group_id,
+            session_id: sid.clone(),
+            msg: ClientMessage::Rtc(msg),
+        });
+    }
+
+    /// The other sessions of `sid`'s call.
+    fn call_peers(&self, sid: &SessionId) -> Vec<SessionId> {
+        let Some(s) = self.sessions.get(sid) else {
+            return Vec::new();
+        };
+        self.calls
+            .get(&(s.cfg.group_id.clone(), s.cfg.call_id.clone()))
+            .map(|ids| ids.iter().filter(|p| *p != sid).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn error_metric(&self, sid: &SessionId, kind: &str) {
+        let group = self
+            .sessions
+            .get(sid)
+            .map(|s| s.cfg.group_id.0.clone())
+            .unwrap_or_default();
+        self.cfg
+            .metrics
+            .rtc_errors
+            .get_or_create(&vec![("groupID", group), ("type", kind.into())])
+            .inc();
+    }
+
+    fn remote_candidate(&mut self, sid: &SessionId, data: &[u8]) -> Result<(), String> {
+        let ice: IceJson = serde_json::from_slice(data).map_err(|e| {
+            self.error_metric(sid, "ice");
+            format!("failed to decode ICE candidate: {e}")
+        })?;
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return Ok(());
+        };
+        if ice.candidate.is_empty() {
+            return Ok(());
+        }
+        if !s.answered {
+            if s.queued_candidates.len() >= MAX_QUEUED_CANDIDATES {
+                return Err("failed to queue ICE candidate: queue is full".into());
+            }
+            s.queued_candidates.push(ice.candidate);
+            return Ok(());
+        }
+        let c =
+            Candidate::from_sdp_string(&ice.candidate).map_err(|e| format!("invalid ICE candidate: {e}"))?;
+        s.rtc.add_remote_candidate(c);
+        self.mark_dirty(sid);
+        Ok(())
+    }
+
+    fn incoming_sdp(&mut self, now: Instant, sid: &SessionId, data: &[u8], via: Via) -> Result<(), String> {
+        let sdp: SdpJson = serde_json::from_slice(data).map_err(|e| {
+            self.error_metric(sid, "signaling");
+            format!("failed to unmarshal sdp: {e}")
+        })?;
+        match sdp.kind.as_str() {
+            "offer" => self.client_offer(now, sid, &sdp.sdp, via),
+            "answer" => self.client_answer(now, sid, &sdp.sdp),
+            other => Err(format!("unexpected sdp type {other:?}")),
+        }
+    }
+
+    fn client_offer(&mut self, now: Instant, sid: &SessionId, sdp: &str, via: Via) -> Result<(), String> {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return Ok(());
+        };
+        if matches!(s.signaling, Signaling::ServerOffer { .. }) {
+            // rtcd drops a client offer that arrives while its own offer is outstanding.
+            tracing::debug!(session = %sid, "client offer during server renegotiation: dropped");
+            return Ok(());
+        }
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|e| format!("failed to parse offer: {e}"))?;
+        let answer = match s.rtc.sdp_api().accept_offer(offer) {
+            Ok(a) => a,
+            Err(e) => {
+                self.error_metric(sid, "signaling");
+                return Err(format!("failed to accept offer: {e}"));
+            }
+        };
+        let json = serde_json::json!({"type": "answer", "sdp": answer.to_sdp_string()}).to_string();
+        let first = !s.answered;
+        s.answered = true;
+        s.offer_deadline = None;
+        let queued = std::mem::take(&mut s.queued_candidates);
+        for c in queued {
+            match Candidate::from_sdp_string(&c) {
+                Ok(c) => s.rtc.add_remote_candidate(c),
+                Err(e) => tracing::debug!(session = %sid, error = %e, "dropping queued candidate"),
+            }
+        }
+        self.send_sdp(sid, json, via);
+        if first {
+            // rtcd trickles its host candidates after the answer; they are in the SDP too.
+            for addr in self.cfg.udp_candidates.clone() {
+                if let Ok(c) = Candidate::host(addr, "udp") {
+                    let data = serde_json::json!({
+                        "type": "candidate",
+                        "candidate": {
+                            "candidate": c.to_sdp_string(),
+                            "sdpMid": "",
+                            "sdpMLineIndex": 0,
+                            "usernameFragment": null,
+                        }
+                    })
+                    .to_string();
+                    self.signal(sid, RtcType::Ice, data.into_bytes());
+                }
+            }
+        }
+        self.mark_dirty(sid);
+        self.maybe_renegotiate(now, sid);
+        Ok(())
+    }
+
+    fn client_answer(&mut self, now: Instant, sid: &SessionId, sdp: &str) -> Result<(), String> {
+        let metrics = self.cfg.metrics.clone();
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return Ok(());
+        };
+        let Signaling::ServerOffer {
+            pending,
+            started,
+            actions,
+            ..
+        } = std::mem::replace(&mut s.signaling, Signaling::Stable)
+        else {
+            return Err("unexpected answer: no offer outstanding".into());
+        };
+        let answer = match SdpAnswer::from_sdp_string(sdp) {
+            Ok(a) => a,
+            Err(e) => {
+                s.signaling = Signaling::ServerOffer {
+                    pending,
+                    deadline: now + ANSWER_TIMEOUT,
+                    started,
+                    actions,
+                };
+                return Err(format!("failed to parse answer: {e}"));
+            }
+        };
+        if let Err(e) = s.rtc.sdp_api().accept_answer(*pending, answer) {
+            // The offer is gone; retry its changes with a fresh one.
+            s.pending_actions.splice(0..0, actions);
+            self.error_metric(sid, "signaling");
+            return Err(format!("failed to accept answer: {e}"));
+        }
+        metrics
+            .rtc_signaling_lock_locked_time
+            .get_or_create(&group_label(&s.cfg.group_id))
+            .observe(now.duration_since(started).as_secs_f64());
+        s.offer_attempts = 0;
+        let group = s.cfg.group_id.0.clone();
+        let opus = opus_pt(&s.rtc);
+        let mut added = 0;
+        s.out_tracks.retain(|_, t| !t.removing);
+        for t in s.out_tracks.values_mut() {
+            if !t.active {
+                t.active = true;
+                t.pt = opus;
+                added += 1;
+            }
+        }
+        let out_labels = vec![
+            ("groupID", group),
+            ("direction", "out".into()),
+            ("type", "audio/opus".into()),
+        ];
+        let gauge = metrics.rtp_tracks.get_or_create(&out_labels);
+        gauge.inc_by(added);
+        let removed = actions
+            .iter()
+            .filter(|a| matches!(a, TrackAction::Remove { .. }))
+            .count();
+        gauge.dec_by(i64::try_from(removed).unwrap_or(0));
+        self.mark_dirty(sid);
+        self.maybe_renegotiate(now, sid);
+        Ok(())
+    }
+
+    fn offer_timed_out(&mut self, now: Instant, sid: &SessionId) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let Signaling::ServerOffer { actions, .. } = std::mem::replace(&mut s.signaling, Signaling::Stable)
+        else {
+            return;
+        };
+        s.offer_attempts += 1;
+        // The unanswered offer never took effect: forget its additions, keep its removals pending.
+        s.out_tracks.retain(|_, t| t.active);
+        for t in s.out_tracks.values_mut() {
+            t.removing = false;
+        }
+        s.pending_actions.splice(0..0, actions);
+        let attempts = s.offer_attempts;
+        tracing::warn!(session = %sid, attempts, "no answer to our offer within 10 s");
+        self.error_metric(sid, "signaling_lock_timeout");
+        if attempts >= MAX_OFFER_ATTEMPTS {
+            self.close_session(now, sid, "renegotiation timeout");
+        } else {
+            self.maybe_renegotiate(now, sid);
+        }
+    }
+
+    fn set_muted(&mut self, now: Instant, sid: &SessionId, muted: bool) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        // rtcd ignores mute/unmute before the voice track exists.
+        if s.voice_mid.is_none() {
+            return;
+        }
+        s.voice_enabled = !muted;
+        if muted {
+            // rtcd resets the detector, which always reports voice off.
+            s.vad.reset();
+            let msg = self.vad_message(sid, false);
+            self.out.push_back(msg);
+        }
+        let _ = now;
+    }
+
+    fn channel_data(&mut self, now: Instant, sid: &SessionId, d: ChannelData) {
+        if !d.binary {
+            if d.data == b"ping" {
+                self.dc_write(sid, false, b"pong");
+            }
+            return;
+        }
+        let msg = match DcMessage::decode(&d.data) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(session = %sid, error = %e, "bad data channel message");
+                self.error_metric(sid, "signaling");
+                return;
+            }
+        };
+        let metrics = self.cfg.metrics.clone();
+        let group = match self.sessions.get(sid) {
+            Some(s) => group_label(&s.cfg.group_id),
+            None => return,
+        };
+        match msg {
+            DcMessage::Ping => {
+                self.dc_write(sid, true, &DcMessage::Pong.encode());
+            }
+            DcMessage::Sdp(json) => {
+                if let Err(e) = self.incoming_sdp(now, sid, &json, Via::Dc) {
+                    tracing::debug!(session = %sid, error = %e, "data channel sdp refused");
+                }
+            }
+            DcMessage::LossRate(v) => metrics.rtc_client_loss.get_or_create(&group).observe(v),
+            DcMessage::RoundTripTime(v) => metrics.rtc_client_rtt.get_or_create(&group).observe(v),
+            DcMessage::Jitter(v) => metrics.rtc_client_jitter.get_or_create(&group).observe(v),
+            DcMessage::Lock(None) => {
+                let Some(s) = self.sessions.get_mut(sid) else {
+                    return;
+                };
+                let granted = s.is_stable();
+                if granted {
+                    s.signaling = Signaling::ClientLocked { since: now };
+                    metrics
+                        .rtc_signaling_lock_grab_time
+                        .get_or_create(&group)
+                        .observe(0.0);
+                }
+                self.dc_write(sid, true, &DcMessage::Lock(Some(granted)).encode());
+            }
+            DcMessage::Unlock => {
+                let Some(s) = self.sessions.get_mut(sid) else {
+                    return;
+                };
+                if let Signaling::ClientLocked { since } = s.signaling {
+                    metrics
+                        .rtc_signaling_lock_locked_time
+                        .get_or_create(&group)
+                        .observe(now.duration_since(since).as_secs_f64());
+                    s.signaling = Signaling::Stable;
+                    self.maybe_renegotiate(now, sid);
+                }
+            }
+            DcMessage::Pong | DcMessage::Lock(Some(_)) | DcMessage::MediaMap(_) => {}
+        }
+    }
+
+    fn dc_write(&mut self, sid: &SessionId, binary: bool, bytes: &[u8]) -> bool {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return false;
+        };
+        let Some(id) = s.dc else { return false };
+        let ok = s
+            .rtc
+            .channel(id)
+            .is_some_and(|mut ch| ch.write(binary, bytes).is_ok());
+        self.mark_dirty(sid);
+        ok
+    }
+
+    fn send_sdp(&mut self, sid: &SessionId, json: String, via: Via) {
+        if via == Via::Dc && self.dc_write(sid, true, &DcMessage::Sdp(json.clone().into_bytes()).encode()) {
+            return;
+        }
+        self.signal(sid, RtcType::Sdp, json.into_bytes());
+    }
+
+    /// Starts a server offer for the queued track changes when nobody else is negotiating.
+    fn maybe_renegotiate(&mut self, now: Instant, sid: &SessionId) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        if !s.answered || !s.tracks_init_done || !s.is_stable() || s.pending_actions.is_empty() {
+            return;
+        }
+        let actions = coalesce(std::mem::take(&mut s.pending_actions));
+        let mut api = s.rtc.sdp_api();
+        let mut applied = Vec::new();
+        for a in actions {
+            match &a {
+                TrackAction::Add { source, kind } => {
+                    let key = (source.clone(), *kind);
+                    if s.out_tracks.contains_key(&key) {
+                        continue;
+                    }
+                    let track_id = format!("{}_{}_{}", kind.as_str(), source.0, random_suffix());
+                    let mid = api.add_media(
+                        MediaKind::Audio,
+                        Direction::SendOnly,
+                        Some(source.0.clone()),
+                        Some(track_id),
+                        None,
+                    );
+                    s.out_tracks.insert(key, OutTrack::new(mid));
+                }
+                TrackAction::Remove { source, kind } => {
+                    let Some(t) = s.out_tracks.get_mut(&(source.clone(), *kind)) else {
+                        continue;
+                    };
+                    if !t.active {
+                        s.out_tracks.remove(&(source.clone(), *kind));
+                        continue;
+                    }
+                    t.removing = true;
+                    api.stop_media(t.mid);
+                }
+            }
+            applied.push(a);
+        }
+        let Some((offer, pending)) = api.apply() else {
+            return;
+        };
+        s.signaling = Signaling::ServerOffer {
+            pending: Box::new(pending),
+            deadline: now + ANSWER_TIMEOUT,
+            started: now,
+            actions: applied,
+        };
+        let via = if s.cfg.dc_signaling && s.dc.is_some() {
+            Via::Dc
+        } else {
+            Via::Ws
+        };
+        let map: Vec<(String, TrackInfo)> = s
+            .out_tracks
+            .iter()
+            .filter(|(_, t)| !t.removing)
+            .map(|((source, kind), t)| {
+                (
+                    t.mid.to_string(),
+                    TrackInfo {
+                        track_type: kind.as_str().into(),
+                        sender_id: source.0.clone(),
+                    },
+                )
+            })
+            .collect();
+        self.dc_write(sid, true, &DcMessage::MediaMap(map).encode());
+        let json = serde_json::json!({"type": "offer", "sdp": offer.to_sdp_string()}).to_string();
+        self.send_sdp(sid, json, via);
+        self.mark_dirty(sid);
+    }
+
+    fn close_session(&mut self, now: Instant, sid: &SessionId, reason: &str) {
+        let Some(mut s) = self.sessions.remove(sid) else {
+            return;
+        };
+        tracing::debug!(session = %sid, reason, "closing session");
+        s.rtc.disconnect();
+        while let Ok(Output::Transmit(t)) = s.rtc.poll_output() {
+            self.out.push_back(SfuOutput::Transmit {
+                proto: t.proto,
+                source: t.source,
+                destination: t.destination,
+                data: t.contents.to_vec(),
+            });
+        }
+        let key = (s.cfg.group_id.clone(), s.cfg.call_id.clone());
+        if let Some(ids) = self.calls.get_mut(&key) {
+            ids.retain(|id| id != sid);
+            if ids.is_empty() {
+                self.calls.remove(&key);
+            }
+        }
+        for r in &s.remotes {
+            self.by_remote.remove(r);
+        }
+        self.by_ufrag.remove(&s.ufrag);
+        let m = &self.cfg.metrics;
+        let group = s.cfg.group_id.0.clone();
+        m.rtc_sessions.get_or_create(&group_label(&s.cfg.group_id)).dec();
+        m.rtc_conn_states
+            .get_or_create(&vec![("type", "closed".into())])
+            .inc();
+        let track = |dir: &str| {
+            vec![
+                ("groupID", group.clone()),
+                ("direction", dir.into()),
+                ("type", "audio/opus".into()),
+            ]
+        };
+        if s.voice_mid.is_some() {
+            m.rtp_tracks.get_or_create(&track("in")).dec();
+        }
+        let active_out = s.out_tracks.values().filter(|t| t.active).count();
+        m.rtp_tracks
+            .get_or_create(&track("out"))
+            .dec_by(i64::try_from(active_out).unwrap_or(0));
+        // Everyone who received this session's tracks renegotiates them away.
+        if let Some(peers) = self.calls.get(&key).cloned() {
+            for peer in peers {
+                let Some(ps) = self.sessions.get_mut(&peer) else {
+                    continue;
+                };
+                ps.pending_actions
+                    .retain(|a| !matches!(a, TrackAction::Add { source, .. } if source == sid));
+                if ps.out_tracks.contains_key(&(sid.clone(), TrackKind::Voice)) {
+                    ps.pending_actions.push(TrackAction::Remove {
+                        source: sid.clone(),
+                        kind: TrackKind::Voice,
+                    });
+                    self.maybe_renegotiate(now, &peer);
+                }
+            }
+        }
+        self.out.push_back(SfuOutput::Signal {
+            group_id: s.cfg.group_id.clone(),
+            session_id: sid.clone(),
+            msg: ClientMessage::Close {
+                session_id: sid.0.clone(),
+            },
+        });
+    }
+}
+
+/// Drops an add and a remove of the same track that cancel out.
+fn coalesce(actions: Vec<TrackAction>) -> Vec<TrackAction> {
+    let mut out: Vec<TrackAction> = Vec::with_capacity(actions.len());
+    for a in actions {
+        if let TrackAction::Remove { source, kind } = &a
+            && let Some(i) = out.iter().position(
+                |x| matches!(x, TrackAction::Add { source: s, kind: k } if s == source && k == kind),
+            )
+        {
+            out.remove(i);
+            continue;
+        }
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// The payload type this peer negotiated for Opus (111 unless the client chose otherwise).
+fn opus_pt(rtc: &Rtc) -> Pt {
+    rtc.codec_config()
+        .params()
+        .iter()
+        .find(|p| p.spec().codec == str0m::format::Codec::Opus)
+        .map(|p| p.pt())
+        .unwrap_or_else(|| Pt::from(111))
+}
+
+/// rtcd's 8 random characters in track IDs.
+fn random_suffix() -> String {
+    crate::auth::random_token(8).unwrap_or_else(|_| "00000000".into())
+}

@@ -1,0 +1,190 @@
+//! The only module with media sockets: one UDP port for every peer, per local IP, as a
+//! `SO_REUSEPORT` group with one receive loop per core and 16 MiB buffers requested.
+//! Datagrams go to the engine over a bounded channel; sends are non-blocking (UDP may drop).
+//! ICE-TCP (RFC 4571) will live here too.
+
+pub mod candidates;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use socket2::{Domain, Protocol as SockProto, Socket, Type};
+use tokio::{net::UdpSocket, sync::mpsc};
+
+use self::candidates::{Binding, HostOverride};
+use crate::config::RtcConfig;
+
+/// Requested socket buffer size (the kernel caps it at `net.core.rmem_max`/`wmem_max`).
+pub const SOCKET_BUFFER: usize = 16 * 1024 * 1024;
+/// Largest datagram read.
+const MAX_DATAGRAM: usize = 2048;
+
+/// One received datagram.
+#[derive(Debug)]
+pub struct Datagram {
+    /// The local socket address it arrived on.
+    pub local: SocketAddr,
+    /// The sender.
+    pub remote: SocketAddr,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+/// The bound media sockets and the address translation between local and advertised.
+#[derive(Debug, Clone)]
+pub struct UdpNet {
+    /// local address → one socket of its group, for sending.
+    senders: Arc<HashMap<SocketAddr, Arc<UdpSocket>>>,
+    /// local → advertised.
+    to_advertised: Arc<HashMap<SocketAddr, SocketAddr>>,
+    /// advertised → local.
+    to_local: Arc<HashMap<SocketAddr, SocketAddr>>,
+}
+
+impl UdpNet {
+    /// No sockets: for tests of the control plane.
+    pub fn none() -> Self {
+        Self {
+            senders: Arc::default(),
+            to_advertised: Arc::default(),
+            to_local: Arc::default(),
+        }
+    }
+
+    /// The advertised host-candidate addresses.
+    pub fn advertised(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = self.to_advertised.values().copied().collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The advertised address for a local one.
+    pub fn advertised_for(&self, local: SocketAddr) -> SocketAddr {
+        self.to_advertised.get(&local).copied().unwrap_or(local)
+    }
+
+    /// Sends from the socket behind `advertised`; drops when the socket buffer is full.
+    pub fn send(&self, advertised: SocketAddr, to: SocketAddr, data: &[u8]) -> bool {
+        let local = self.to_local.get(&advertised).copied().unwrap_or(advertised);
+        match self.senders.get(&local) {
+            Some(sock) => sock.try_send_to(data, to).is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// Resolves `ice_host_override` (a hostname gets one second, as in rtcd).
+pub async fn resolve_host_override(value: &str) -> anyhow::Result<HostOverride> {
+    match HostOverride::parse(value) {
+        Ok(h) => Ok(h),
+        Err(host) => {
+            let addrs = tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::net::lookup_host((host.as_str(), 0)),
+            )
+            .await
+            .with_context(|| format!("rtc.ice_host_override: resolving {host} timed out"))?
+            .with_context(|| format!("rtc.ice_host_override: cannot resolve {host}"))?;
+            let ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+            let ip = ips
+                .iter()
+                .find(|ip| ip.is_ipv4())
+                .or(ips.first())
+                .copied()
+                .with_context(|| format!("rtc.ice_host_override: {host} has no address"))?;
+            Ok(HostOverride::Single(ip))
+        }
+    }
+}
+
+/// Binds `rtc.ice_port_udp` on every selected local IP (one socket per core each) and starts
+/// their receive loops, which feed `tx`.
+pub async fn bind_udp(cfg: &RtcConfig, tx: mpsc::Sender<Datagram>) -> anyhow::Result<UdpNet> {
+    let port = u16::try_from(cfg.ice_port_udp).context("rtc.ice_port_udp")?;
+    let interfaces = candidates::interface_ips(cfg.enable_ipv6);
+    let locals = candidates::select_local_ips(&cfg.ice_address_udp, cfg.enable_ipv6, &interfaces);
+    anyhow::ensure!(!locals.is_empty(), "rtc.ice_address_udp: no usable local address");
+    let host = resolve_host_override(&cfg.ice_host_override).await?;
+    let port_override = candidates::port_override(&cfg.ice_host_port_override.0, &locals);
+    let per_ip = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+
+    let mut senders = HashMap::new();
+    let mut to_advertised = HashMap::new();
+    let mut to_local = HashMap::new();
+    for Binding {
+        local,
+        advertised,
+        external,
+    } in candidates::bindings(&locals, &host)
+    {
+        let addr = SocketAddr::new(local, port);
+        let adv_port = if external {
+            port_override.unwrap_or(port)
+        } else {
+            port
+        };
+        let adv = SocketAddr::new(advertised, adv_port);
+        for i in 0..per_ip {
+            let sock = Arc::new(
+                reuseport_socket(addr)
+                    .with_context(|| format!("rtc.ice_port_udp: cannot bind UDP {addr}"))?,
+            );
+            if i == 0 {
+                senders.insert(addr, sock.clone());
+            }
+            tokio::spawn(receive_loop(sock, addr, tx.clone()));
+        }
+        tracing::info!(local = %addr, advertised = %adv, sockets = per_ip, "rtc udp listening");
+        to_advertised.insert(addr, adv);
+        to_local.entry(adv).or_insert(addr);
+    }
+    Ok(UdpNet {
+        senders: Arc::new(senders),
+        to_advertised: Arc::new(to_advertised),
+        to_local: Arc::new(to_local),
+    })
+}
+
+fn reuseport_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProto::UDP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    // Best effort: the kernel caps these at rmem_max/wmem_max.
+    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
+}
+
+async fn receive_loop(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Datagram>) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        match sock.recv_from(&mut buf).await {
+            Ok((n, remote)) => {
+                let dg = Datagram {
+                    local,
+                    remote,
+                    data: buf[..n].to_vec(),
+                };
+                // A full engine queue drops the datagram, as a full socket buffer would.
+                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(dg) {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%local, error = %e, "udp receive error");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+}
