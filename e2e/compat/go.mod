@@ -3,6 +3,7 @@ module github.com/rtcd-rs/e2e/compat
 go 1.24.13
 
 require (
+	github.com/gorilla/websocket v1.5.3
 	github.com/mattermost/rtcd v1.2.6
 	github.com/pion/ice/v4 v4.2.0
 	github.com/pion/interceptor v0.1.44
@@ -23,7 +24,6 @@ require (
 	github.com/gofrs/flock v0.8.0 // indirect
 	github.com/golang/protobuf v1.5.4 // indirect
 	github.com/google/uuid v1.6.0 // indirect
-	github.com/gorilla/websocket v1.5.3 // indirect
 	github.com/grafana/pyroscope-go/godeltaprof v0.1.8 // indirect
 	github.com/hashicorp/errwrap v1.1.0 // indirect
 	github.com/hashicorp/go-hclog v1.6.3 // indirect

@@ -17,7 +17,7 @@ import (
 	"github.com/mattermost/rtcd/service/rtc"
 )
 
-// Bounds for every wait in the tests (go test -timeout in run.sh is 60 s).
+// Bounds for every wait in the tests (go test -timeout in run.sh is 180 s).
 const (
 	helloTimeout   = 5 * time.Second
 	connectTimeout = 10 * time.Second

@@ -113,7 +113,7 @@ if [[ $ready -ne 1 ]]; then
 	exit 90
 fi
 
-test_args=(-test.v -test.timeout=60s -test.count=1)
+test_args=(-test.v -test.timeout=180s -test.count=1)
 if [[ -n "${COMPAT_RUN:-}" ]]; then
 	test_args+=("-test.run=$COMPAT_RUN")
 fi

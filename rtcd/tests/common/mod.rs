@@ -21,6 +21,24 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A port in rtcd's ICE range (80–49151) free for both UDP and TCP on 127.0.0.1.
+pub fn free_ice_port() -> u16 {
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    for _ in 0..200 {
+        seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let port = 20_000 + (seed % 29_000) as u16;
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        if udp.is_ok() && tcp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free ICE port found");
+}
+
 /// A parsed HTTP response.
 #[derive(Debug)]
 pub struct Response {
@@ -50,7 +68,7 @@ pub async fn request_on<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, method: &st
         .await
         .unwrap()
         .unwrap();
-    parse(&raw)
+    parse_response(&raw)
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> Response {
@@ -58,7 +76,7 @@ pub async fn get(addr: SocketAddr, path: &str) -> Response {
     request_on(s, "GET", path).await
 }
 
-fn parse(raw: &[u8]) -> Response {
+pub fn parse_response(raw: &[u8]) -> Response {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -131,6 +149,17 @@ impl Daemon {
         set(&["api", "http", "listen_address"], format!("127.0.0.1:{port}"));
         set(&["store", "data_source"], store.display().to_string());
         set(&["logger", "file_location"], log.display().to_string());
+        set(&["rtc", "ice_address_udp"], "127.0.0.1".to_string());
+        let ice_port = free_ice_port();
+        let rtc = doc
+            .entry("rtc")
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        if let Some(t) = rtc.as_table_mut() {
+            t.entry("ice_port_udp")
+                .or_insert(toml::Value::Integer(i64::from(ice_port)));
+            t.entry("ice_port_tcp")
+                .or_insert(toml::Value::Integer(i64::from(ice_port)));
+        }
         let config = toml::to_string(&doc).unwrap();
         let path = dir.path().join("config.toml");
         std::fs::write(&path, config).unwrap();

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what the browser e2e test needs, idempotently:
+#   - Debian's chromium (only if /usr/bin/chromium is missing; needs root)
+#   - the npm packages pinned in package-lock.json, into ./node_modules
+#     (npm ci; skipped when node_modules already matches the lock file).
+# playwright-core never downloads a browser: the test drives /usr/bin/chromium.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here"
+
+if [[ ! -x /usr/bin/chromium ]]; then
+	if [[ $(id -u) -ne 0 ]]; then
+		echo "setup: /usr/bin/chromium is missing and installing it needs root" >&2
+		exit 1
+	fi
+	echo "setup: installing Debian chromium" >&2
+	t0=$(date +%s)
+	nice -n 10 apt-get update -q
+	DEBIAN_FRONTEND=noninteractive nice -n 10 apt-get install -y -q --no-install-recommends chromium
+	echo "setup: chromium installed in $(( $(date +%s) - t0 ))s" >&2
+fi
+
+command -v node >/dev/null 2>&1 || { echo "setup: node not found" >&2; exit 1; }
+command -v npm >/dev/null 2>&1 || { echo "setup: npm not found" >&2; exit 1; }
+
+# npm ci writes node_modules/.package-lock.json; when it equals the
+# committed lock (apart from the root entry) the install is current.
+stamp=node_modules/.rtcd-e2e-lock.sha256
+want="$(sha256sum package-lock.json | cut -d' ' -f1)"
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+	echo "setup: node_modules is current" >&2
+else
+	echo "setup: npm ci" >&2
+	t0=$(date +%s)
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 nice -n 10 npm ci --no-audit --no-fund --loglevel=error
+	echo "$want" > "$stamp"
+	echo "setup: npm packages installed in $(( $(date +%s) - t0 ))s" >&2
+fi
+echo "setup: chromium $(/usr/lib/chromium/chromium --version 2>/dev/null || echo '?'); node $(node --version)" >&2

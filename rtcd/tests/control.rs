@@ -1,0 +1,565 @@
+//! The control plane of the real binary over real sockets: registration, login, unregister,
+//! rate limiting, the WebSocket (hello, Origin, frame limit, keepalive), the sessions API,
+//! metrics, and the drain with a live session.
+#![allow(clippy::unwrap_used)] // test crate: a failed unwrap is a failed test
+
+mod common;
+
+use std::{net::SocketAddr, time::Duration};
+
+use base64::Engine as _;
+use common::{Daemon, Response};
+use futures_util::{SinkExt, StreamExt};
+use rtcd::protocol::ws::{ClientMessage, Join};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+
+const ADMIN: &str = "admin-secret-for-tests-0123456789abcdef";
+const KEY: &str = "client-key-0123456789-abcdefghijklmnop";
+
+fn basic(id: &str, key: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{key}"))
+    )
+}
+
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> Response {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    common::parse_response(&raw)
+}
+
+fn creds(id: &str, key: &str) -> String {
+    serde_json::json!({"clientID": id, "authKey": key}).to_string()
+}
+
+async fn admin_daemon(extra: &str) -> Daemon {
+    Daemon::start(
+        &format!("[api]\nsecurity.enable_admin = true\nsecurity.admin_secret_key = {ADMIN:?}\n{extra}"),
+        &[],
+    )
+    .await
+}
+
+async fn ws_connect(
+    addr: SocketAddr,
+    auth: &str,
+    origin: Option<&str>,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let mut req = format!("ws://{addr}/ws").into_client_request().unwrap();
+    req.headers_mut().insert("Authorization", auth.parse().unwrap());
+    if let Some(o) = origin {
+        req.headers_mut().insert("Origin", o.parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(req).await.map(|(ws, _)| ws)
+}
+
+async fn next_message<S>(ws: &mut S) -> ClientMessage
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Binary(b) = m {
+            return ClientMessage::decode(&b).unwrap();
+        }
+    }
+}
+
+fn join(call: &str, session: &str) -> Message {
+    Message::Binary(
+        ClientMessage::Join(Join {
+            call_id: call.into(),
+            user_id: "user".into(),
+            session_id: session.into(),
+            channel_id: "channel".into(),
+            av1_support: false,
+            dc_signaling: false,
+        })
+        .encode()
+        .into(),
+    )
+}
+
+#[tokio::test]
+async fn registration_login_and_unregister_answer_like_rtcd() {
+    let d = admin_daemon("").await;
+    let admin = vec![("Authorization", basic("", ADMIN))];
+
+    // Self-registration is off: no credentials → 401; the admin may register.
+    let r = request(d.api, "POST", "/register", &[], &creds("c1", KEY)).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["code"], "401");
+    let r = request(d.api, "POST", "/register", &admin, &creds("c1", KEY)).await;
+    assert_eq!(
+        (r.status, r.json()),
+        (201, serde_json::json!({"clientID": "c1", "code": "201"}))
+    );
+
+    for (body, why) in [
+        (creds("c1", KEY), "already registered"),
+        (creds("c2", "short"), "key not long enough"),
+        (creds("", KEY), "invalid client id"),
+    ] {
+        let r = request(d.api, "POST", "/register", &admin, &body).await;
+        assert_eq!(r.status, 400, "{why}");
+        assert_eq!(r.json()["code"], "400");
+        assert!(r.json()["error"].as_str().unwrap().contains(why), "{}", r.body);
+    }
+    let r = request(d.api, "POST", "/register", &admin, "{not json").await;
+    assert_eq!((r.status, r.json()["code"].as_str()), (400, Some("400")));
+
+    // A registered client may not register others here (rtcd allows it; see the issue note).
+    let client = vec![("Authorization", basic("c1", KEY))];
+    let r = request(d.api, "POST", "/register", &client, &creds("c3", KEY)).await;
+    assert_eq!(r.status, 403);
+
+    // Login: a 32-character bearer token, which authenticates the sessions API.
+    let r = request(d.api, "POST", "/login", &[], &creds("c1", KEY)).await;
+    assert_eq!(r.status, 200);
+    let token = r.json()["bearerToken"].as_str().unwrap().to_string();
+    assert_eq!(token.len(), 32);
+    assert_eq!(r.json()["code"], "200");
+    let bearer = vec![("Authorization", format!("Bearer {token}"))];
+    let r = request(d.api, "GET", "/calls/nope/sessions", &bearer, "").await;
+    assert_eq!(r.status, 404, "authenticated, unknown call");
+    let r = request(
+        d.api,
+        "POST",
+        "/login",
+        &[],
+        &creds("c1", "wrong-key-0123456789-abcdefghijklmno"),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+
+    // Unregister: not someone else's, yes one's own; the token dies with it.
+    request(d.api, "POST", "/register", &admin, &creds("c2", KEY)).await;
+    let r = request(
+        d.api,
+        "POST",
+        "/unregister",
+        &client,
+        &serde_json::json!({"clientID": "c2"}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (403, Some("client id not valid"))
+    );
+    let r = request(
+        d.api,
+        "POST",
+        "/unregister",
+        &client,
+        &serde_json::json!({"clientID": ""}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let r = request(
+        d.api,
+        "POST",
+        "/unregister",
+        &client,
+        &serde_json::json!({"clientID": "c1"}).to_string(),
+    )
+    .await;
+    assert_eq!((r.status, r.json()), (200, serde_json::json!({"code": "200"})));
+    let r = request(d.api, "GET", "/calls/nope/sessions", &bearer, "").await;
+    assert_eq!(r.status, 401, "token revoked by unregister");
+    let r = request(
+        d.api,
+        "POST",
+        "/unregister",
+        &admin,
+        &serde_json::json!({"clientID": "c1"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 400, "already gone");
+}
+
+#[tokio::test]
+async fn unregister_is_forbidden_without_admin_or_self_registration() {
+    let d = Daemon::start("", &[]).await;
+    let r = request(d.api, "POST", "/unregister", &[], "{}").await;
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (403, Some("unregister not enabled"))
+    );
+}
+
+#[tokio::test]
+async fn registrations_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "[store]\ndata_source = {:?}\n[api]\nsecurity.allow_self_registration = true\n",
+        dir.path().display().to_string()
+    );
+    let d = Daemon::start(&store, &[]).await;
+    assert_eq!(
+        request(d.api, "POST", "/register", &[], &creds("persisted", KEY))
+            .await
+            .status,
+        201
+    );
+    drop(d);
+    let d = Daemon::start(&store, &[]).await;
+    let r = request(d.api, "POST", "/login", &[], &creds("persisted", KEY)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(dir.path().join(rtcd::auth::store::DB_FILE).exists());
+}
+
+#[tokio::test]
+async fn a_corrupt_store_is_a_clear_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(rtcd::auth::store::DB_FILE),
+        b"definitely not a database",
+    )
+    .unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[store]\ndata_source = {:?}\n[api]\nhttp.listen_address = \"127.0.0.1:{}\"\n[logger]\nenable_file = false\n[rtc]\nice_address_udp = \"127.0.0.1\"\nice_port_udp = {}\n",
+            dir.path().display().to_string(),
+            common::free_port(),
+            common::free_ice_port()
+        ),
+    )
+    .unwrap();
+    let out = common::command(&cfg, &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("store.data_source") && stderr.contains(rtcd::auth::store::DB_FILE),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn failed_authentication_is_rate_limited_with_retry_after() {
+    let d = Daemon::start("[api]\nsecurity.allow_self_registration = true\n", &[]).await;
+    request(d.api, "POST", "/register", &[], &creds("victim", KEY)).await;
+    let wrong = vec![(
+        "Authorization",
+        basic("victim", "wrong-key-0123456789-abcdefghijklmnop"),
+    )];
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(
+            request(d.api, "GET", "/calls/x/sessions", &wrong, "")
+                .await
+                .status,
+        );
+    }
+    assert!(statuses[..10].iter().all(|s| *s == 401), "{statuses:?}");
+    let r = request(d.api, "GET", "/calls/x/sessions", &wrong, "").await;
+    assert_eq!(r.status, 429, "{statuses:?}");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    // Even the right key waits out the lockout for that client ID.
+    let right = vec![("Authorization", basic("victim", KEY))];
+    assert_eq!(
+        request(d.api, "GET", "/calls/x/sessions", &right, "")
+            .await
+            .status,
+        429
+    );
+}
+
+#[tokio::test]
+async fn ws_auth_failure_gets_rtcds_empty_200_and_success_gets_hello() {
+    let d = admin_daemon("").await;
+    request(
+        d.api,
+        "POST",
+        "/register",
+        &[("Authorization", basic("", ADMIN))],
+        &creds("wsclient", KEY),
+    )
+    .await;
+    match ws_connect(
+        d.api,
+        &basic("wsclient", "bad-key-0123456789-abcdefghijklmnopq"),
+        None,
+    )
+    .await
+    {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 200);
+            assert!(resp.body().as_ref().is_none_or(|b| b.is_empty()));
+        }
+        other => panic!("expected a failed handshake, got {:?}", other.map(|_| ())),
+    }
+    let mut ws = ws_connect(d.api, &basic("wsclient", KEY), None).await.unwrap();
+    let ClientMessage::Hello { client_id, conn_id } = next_message(&mut ws).await else {
+        panic!("no hello")
+    };
+    assert_eq!(client_id, "wsclient");
+    assert_eq!(conn_id.len(), 26);
+    assert!(
+        conn_id
+            .chars()
+            .all(|c| "ybndrfg8ejkmcpqxot1uwisza345h769".contains(c))
+    );
+    let mut ws2 = ws_connect(d.api, &basic("wsclient", KEY), None).await.unwrap();
+    let ClientMessage::Hello { conn_id: second, .. } = next_message(&mut ws2).await else {
+        panic!()
+    };
+    assert_ne!(conn_id, second, "every connection gets a fresh id");
+}
+
+#[tokio::test]
+async fn ws_origin_must_be_allowed_or_same_origin() {
+    let d = admin_daemon("security.allowed_origins = [\"https://mm.example.com\"]\n").await;
+    let admin = basic("", ADMIN);
+    assert!(
+        ws_connect(d.api, &admin, Some("https://mm.example.com"))
+            .await
+            .is_ok()
+    );
+    match ws_connect(d.api, &admin, Some("https://evil.example.com")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    assert!(
+        ws_connect(d.api, &admin, None).await.is_ok(),
+        "no Origin: a server-to-server client"
+    );
+}
+
+#[tokio::test]
+async fn ws_frames_over_1_mib_close_the_connection_but_not_the_server() {
+    let d = admin_daemon("").await;
+    let mut ws = ws_connect(d.api, &basic("", ADMIN), None).await.unwrap();
+    next_message(&mut ws).await;
+    let _ = ws.send(Message::Binary(vec![0u8; (1 << 20) + 1].into())).await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(closed);
+    assert_eq!(common::get(d.api, "/api/v1/health").await.status, 200);
+    let mut again = ws_connect(d.api, &basic("", ADMIN), None).await.unwrap();
+    assert!(matches!(
+        next_message(&mut again).await,
+        ClientMessage::Hello { .. }
+    ));
+}
+
+#[tokio::test]
+async fn ws_pings_every_10s_and_drops_a_peer_that_never_pongs() {
+    let d = admin_daemon("").await;
+    // A raw handshake, after which this client never reads, so it never answers a ping.
+    let mut s = tokio::net::TcpStream::connect(d.api).await.unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: {}\r\n\r\n",
+        basic("", ADMIN)
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let start = std::time::Instant::now();
+    let mut raw = Vec::new();
+    let mut saw_ping = None;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        // A server frame 0x89 is a ping.
+        if saw_ping.is_none() && raw.windows(2).any(|w| w == [0x89, 0x00]) {
+            saw_ping = Some(start.elapsed());
+        }
+    }
+    let closed_after = start.elapsed();
+    let ping = saw_ping.expect("no ping frame");
+    assert!(
+        ping >= Duration::from_secs(9) && ping <= Duration::from_secs(12),
+        "first ping after {ping:?}"
+    );
+    assert!(
+        closed_after >= Duration::from_secs(19) && closed_after <= Duration::from_secs(25),
+        "closed after {closed_after:?}"
+    );
+}
+
+/// Registers `id` with the admin key and opens its WebSocket, past the hello.
+async fn client_ws(
+    d: &Daemon,
+    id: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let r = request(
+        d.api,
+        "POST",
+        "/register",
+        &[("Authorization", basic("", ADMIN))],
+        &creds(id, KEY),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let mut ws = ws_connect(d.api, &basic(id, KEY), None).await.unwrap();
+    assert!(matches!(next_message(&mut ws).await, ClientMessage::Hello { .. }));
+    ws
+}
+
+async fn metrics(d: &Daemon) -> String {
+    common::get(d.api, "/metrics").await.body
+}
+
+#[tokio::test]
+async fn join_counts_in_sessions_api_and_metrics_and_the_drain_waits_for_it() {
+    let mut d = admin_daemon("drain_timeout = \"0s\"\n").await;
+    let mut ws = client_ws(&d, "mm1").await;
+    ws.send(join("call1", "sessA")).await.unwrap();
+    let auth = vec![("Authorization", basic("mm1", KEY))];
+    let mut sessions = Response {
+        status: 0,
+        headers: vec![],
+        body: String::new(),
+    };
+    for _ in 0..50 {
+        sessions = request(d.api, "GET", "/calls/call1/sessions", &auth, "").await;
+        if sessions.status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sessions.status, 200, "{}", sessions.body);
+    assert_eq!(
+        sessions.json(),
+        serde_json::json!([{"GroupID": "mm1", "CallID": "call1", "UserID": "user", "SessionID": "sessA",
+            "Props": {"av1Support": false, "channelID": "channel", "dcSignaling": false}}])
+    );
+    let one = request(d.api, "GET", "/calls/call1/sessions/sessA", &auth, "").await;
+    assert_eq!(one.json()["SessionID"], "sessA");
+    assert_eq!(
+        request(d.api, "GET", "/calls/call1/sessions/nope", &auth, "")
+            .await
+            .status,
+        404
+    );
+    let admin_auth = vec![("Authorization", basic("", ADMIN))];
+    let r = request(d.api, "GET", "/calls/call1/sessions", &admin_auth, "").await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (401, "unauthorized\n"),
+        "rtcd refuses the admin here"
+    );
+
+    let m = metrics(&d).await;
+    for line in [
+        r#"rtcd_rtc_sessions_total{groupID="mm1"} 1"#,
+        r#"rtcd_ws_connections_total{clientID="mm1"} 1"#,
+        r#"rtcd_ws_messages_total{clientID="mm1",type="join",direction="in"} 1"#,
+        r#"rtcd_ws_messages_total{clientID="mm1",type="hello",direction="out"} 1"#,
+    ] {
+        assert!(m.lines().any(|l| l == line), "missing {line}\n{m}");
+    }
+
+    // SIGTERM with a live session: health turns 503 at once, new joins are refused with close,
+    // the process waits until the session ends.
+    d.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let h = common::get(d.api, "/api/v1/health").await;
+    assert_eq!((h.status, h.body.as_str()), (503, r#"{"status":"draining"}"#));
+    ws.send(join("call1", "sessB")).await.unwrap();
+    match next_message(&mut ws).await {
+        ClientMessage::Close { session_id } => assert_eq!(session_id, "sessB"),
+        other => panic!("expected close for the refused join, got {other:?}"),
+    }
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "exited with a live session"
+    );
+    ws.send(Message::Binary(
+        ClientMessage::Leave {
+            session_id: "sessA".into(),
+        }
+        .encode()
+        .into(),
+    ))
+    .await
+    .unwrap();
+    match next_message(&mut ws).await {
+        ClientMessage::Close { session_id } => assert_eq!(session_id, "sessA"),
+        other => panic!("expected close after leave, got {other:?}"),
+    }
+    let (status, _) = d.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once_while_sessions_are_live() {
+    let mut d = admin_daemon("").await;
+    let mut ws = client_ws(&d, "mm2").await;
+    ws.send(join("call1", "s1")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "the first signal must wait for the session"
+    );
+    d.signal("TERM");
+    let (status, took) = d.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(1));
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
+#[tokio::test]
+async fn a_session_without_an_offer_is_closed_after_10_seconds() {
+    let d = admin_daemon("").await;
+    let mut ws = client_ws(&d, "mm3").await;
+    let start = std::time::Instant::now();
+    ws.send(join("call1", "silent")).await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(15), next_message(&mut ws))
+        .await
+        .unwrap();
+    assert_eq!(
+        msg,
+        ClientMessage::Close {
+            session_id: "silent".into()
+        }
+    );
+    let t = start.elapsed();
+    assert!(
+        t >= Duration::from_secs(9) && t <= Duration::from_secs(12),
+        "{t:?}"
+    );
+}
