@@ -328,6 +328,9 @@ const server = http.createServer((req, res) => {
     } else if (url.pathname === '/calls-common.js') {
         res.writeHead(200, {'Content-Type': 'text/javascript; charset=utf-8', 'Cache-Control': 'no-store'});
         res.end(bundle.code);
+    } else if (url.pathname === '/favicon.ico') {
+        res.writeHead(204);
+        res.end();
     } else if (url.pathname === '/status') {
         res.writeHead(200, {'Content-Type': 'application/json'});
         res.end(JSON.stringify({

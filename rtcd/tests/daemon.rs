@@ -265,3 +265,62 @@ async fn a_busy_port_is_a_clear_startup_error() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("api.http.listen_address"), "{stderr}");
 }
+
+fn udp_listening_line(out: &str) -> String {
+    out.lines()
+        .find(|l| l.contains("rtc udp listening"))
+        .unwrap_or_else(|| panic!("no listening line:\n{out}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn host_and_port_overrides_are_advertised() {
+    let extra =
+        "[rtc]\nice_host_override = \"8.8.8.8/127.0.0.1\"\nice_host_port_override = \"127.0.0.1/30443\"\n";
+    let mut d = Daemon::start(extra, &[]).await;
+    d.signal("TERM");
+    d.wait_exit(Duration::from_secs(10));
+    let line = udp_listening_line(&d.output());
+    assert!(line.contains("advertised=8.8.8.8:30443"), "{line}");
+}
+
+#[tokio::test]
+async fn the_public_address_is_discovered_by_stun_from_the_media_socket() {
+    // A STUN server on loopback that, like one seen through NAT, reports a public address.
+    let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let stun_port = server.local_addr().unwrap().port();
+    let responder = tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        let (_, from) = server.recv_from(&mut buf).await.unwrap();
+        let mut reply = vec![0x01, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xa4, 0x42];
+        reply.extend_from_slice(&buf[8..20]);
+        reply.extend_from_slice(&[0x00, 0x20, 0x00, 0x08, 0x00, 0x01]);
+        reply.extend_from_slice(&(from.port() ^ 0x2112).to_be_bytes());
+        reply.extend(
+            [203u8, 0, 113, 9]
+                .iter()
+                .zip([0x21u8, 0x12, 0xa4, 0x42])
+                .map(|(o, m)| o ^ m),
+        );
+        server.send_to(&reply, from).await.unwrap();
+        from
+    });
+    let extra = format!("[rtc]\nice_servers = [\"stun:127.0.0.1:{stun_port}\"]\n");
+    let mut d = Daemon::start(&extra, &[]).await;
+    let asked_from = tokio::time::timeout(Duration::from_secs(5), responder)
+        .await
+        .unwrap()
+        .unwrap();
+    d.signal("TERM");
+    d.wait_exit(Duration::from_secs(10));
+    let out = d.output();
+    let line = udp_listening_line(&out);
+    assert!(
+        line.contains(&format!("advertised=203.0.113.9:{}", asked_from.port())),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("local=127.0.0.1:{}", asked_from.port())),
+        "asked from the media port: {line}"
+    );
+}

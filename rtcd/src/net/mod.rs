@@ -4,6 +4,7 @@
 //! ICE-TCP (RFC 4571) will live here too.
 
 pub mod candidates;
+pub mod stun;
 
 use std::{
     collections::HashMap,
@@ -114,31 +115,54 @@ pub async fn bind_udp(cfg: &RtcConfig, tx: mpsc::Sender<Datagram>) -> anyhow::Re
     let port_override = candidates::port_override(&cfg.ice_host_port_override.0, &locals);
     let per_ip = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
 
+    // With no override, ask the first STUN server for our public address, from the media
+    // socket itself (before the rest of its group exists, so the answer comes back to it).
+    let stun_server = match (
+        &host,
+        stun::first_stun_url(&cfg.ice_servers).and_then(stun::parse_url),
+    ) {
+        (HostOverride::None, Some((h, p))) => tokio::net::lookup_host((h.as_str(), p))
+            .await
+            .map(|a| a.collect::<Vec<_>>())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+
     let mut senders = HashMap::new();
     let mut to_advertised = HashMap::new();
     let mut to_local = HashMap::new();
     for Binding {
         local,
-        advertised,
-        external,
+        mut advertised,
+        mut external,
     } in candidates::bindings(&locals, &host)
     {
         let addr = SocketAddr::new(local, port);
+        let bind =
+            || reuseport_socket(addr).with_context(|| format!("rtc.ice_port_udp: cannot bind UDP {addr}"));
+        let first = Arc::new(bind()?);
+        if let Some(server) = stun_server.iter().find(|a| a.is_ipv4() == local.is_ipv4()) {
+            match stun::discover(&first, *server).await {
+                Some(public) => {
+                    tracing::info!(%local, %public, stun = %server, "public address discovered");
+                    advertised = public;
+                    external = true;
+                }
+                None => {
+                    tracing::warn!(%local, stun = %server, "no STUN answer within 5 s: advertising the local address");
+                }
+            }
+        }
         let adv_port = if external {
             port_override.unwrap_or(port)
         } else {
             port
         };
         let adv = SocketAddr::new(advertised, adv_port);
-        for i in 0..per_ip {
-            let sock = Arc::new(
-                reuseport_socket(addr)
-                    .with_context(|| format!("rtc.ice_port_udp: cannot bind UDP {addr}"))?,
-            );
-            if i == 0 {
-                senders.insert(addr, sock.clone());
-            }
-            tokio::spawn(receive_loop(sock, addr, tx.clone()));
+        senders.insert(addr, first.clone());
+        tokio::spawn(receive_loop(first, addr, tx.clone()));
+        for _ in 1..per_ip {
+            tokio::spawn(receive_loop(Arc::new(bind()?), addr, tx.clone()));
         }
         tracing::info!(local = %addr, advertised = %adv, sockets = per_ip, "rtc udp listening");
         to_advertised.insert(addr, adv);
