@@ -106,8 +106,9 @@ RTCD_URL="http://127.0.0.1:$HTTP_PORT" RTCD_ADMIN_KEY="$ADMIN_KEY" RELAY_ADDR="1
 relay_pid=$!
 
 t0=$(date +%s%N)
-RELAY_URL="http://127.0.0.1:$RELAY_PORT" RUN_DIR="$RUN_DIR" \
-	timeout -k 5 120 node "$HERE/test.mjs" 2>&1 | tee "$RUN_DIR/test.log"
+# Playwright's pw:browser debug channel carries Chromium's stdout/stderr.
+RELAY_URL="http://127.0.0.1:$RELAY_PORT" RUN_DIR="$RUN_DIR" DEBUG=pw:browser \
+	timeout -k 5 120 node "$HERE/test.mjs" 2>"$RUN_DIR/chromium.log" | tee "$RUN_DIR/test.log"
 status=${PIPESTATUS[0]}
 t1=$(date +%s%N)
 echo "run: browser test took $(( (t1 - t0) / 1000000 )) ms" >&2
@@ -127,7 +128,7 @@ set -e
 took="$(( ($(date +%s%N) - t_start) / 1000000 )) ms"
 
 if [[ $status -ne 0 ]]; then
-	for f in server.log relay.log browser.log; do
+	for f in server.log relay.log browser.log chromium.log; do
 		echo "run: ---- last 40 lines of $run_dir/$f ----" >&2
 		tail -n 40 "$run_dir/$f" >&2 2>/dev/null || echo "(missing)" >&2
 	done

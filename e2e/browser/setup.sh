@@ -17,7 +17,7 @@ if [[ ! -x /usr/bin/chromium ]]; then
 	echo "setup: installing Debian chromium" >&2
 	t0=$(date +%s)
 	nice -n 10 apt-get update -q
-	DEBIAN_FRONTEND=noninteractive nice -n 10 apt-get install -y -q --no-install-recommends chromium
+	DEBIAN_FRONTEND=noninteractive nice -n 10 apt-get install -y -q chromium
 	echo "setup: chromium installed in $(( $(date +%s) - t0 ))s" >&2
 fi
 

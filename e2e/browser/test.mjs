@@ -7,6 +7,9 @@
 // on each page, inbound-rtp audio packetsReceived keeps growing and
 // audioLevel > 0. Prints the sampled stats and a final PASS/FAIL line.
 //
+// Page console output goes to $RUN_DIR/browser.log; run.sh sets
+// DEBUG=pw:browser so Chromium's own stderr lands in chromium.log.
+//
 // Environment: RELAY_URL (default http://127.0.0.1:8099), RUN_DIR (logs,
 // browser profile, WAV), CHROMIUM (default /usr/bin/chromium),
 // E2E_STATS_SECONDS (default 20), E2E_FAKE_AUDIO=wav|default (default wav:
@@ -117,10 +120,6 @@ async function main() {
         headless: true,
         args,
         timeout: 30000,
-        logger: {
-            isEnabled: (name) => name === 'browser',
-            log: (name, severity, message) => blog(`chromium ${severity}: ${message}`),
-        },
     }), 35000, 'chromium launch');
     out(`chromium launched in ${Date.now() - tl} ms (${executablePath}, fake audio: ${fakeAudio})`);
 

@@ -563,3 +563,135 @@ async fn a_session_without_an_offer_is_closed_after_10_seconds() {
         "{t:?}"
     );
 }
+
+/// A browser-like offer made by a str0m peer: one audio m-line and a data channel.
+fn client_offer() -> String {
+    use str0m::media::{Direction, MediaKind};
+    let mut rtc = str0m::Rtc::builder().build(std::time::Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+    api.add_channel("calls-dc".into());
+    let (offer, _pending) = api.apply().unwrap();
+    serde_json::json!({"type": "offer", "sdp": offer.to_sdp_string()}).to_string()
+}
+
+fn rtc(session: &str, kind: i64, data: &str) -> Message {
+    let msg = rtcd::protocol::rtc::RtcMessage {
+        session_id: session.into(),
+        msg_type: kind,
+        data: data.as_bytes().to_vec(),
+        ..Default::default()
+    };
+    Message::Binary(ClientMessage::Rtc(msg).encode().into())
+}
+
+#[tokio::test]
+async fn after_reconnect_a_sessions_messages_follow_the_new_connection() {
+    let d = admin_daemon("").await;
+    let mut first = client_ws(&d, "mm4").await;
+    first.send(join("call1", "roamer")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(first);
+
+    let mut second = ws_connect(d.api, &basic("mm4", KEY), None).await.unwrap();
+    next_message(&mut second).await;
+    second
+        .send(Message::Binary(
+            ClientMessage::Reconnect {
+                session_id: "roamer".into(),
+            }
+            .encode()
+            .into(),
+        ))
+        .await
+        .unwrap();
+    second.send(rtc("roamer", 2, &client_offer())).await.unwrap();
+    let ClientMessage::Rtc(answer) = next_message(&mut second).await else {
+        panic!("expected the answer")
+    };
+    assert_eq!(answer.session_id, "roamer");
+    assert_eq!(
+        (
+            answer.group_id.as_str(),
+            answer.call_id.as_str(),
+            answer.user_id.as_str()
+        ),
+        ("mm4", "call1", "user")
+    );
+    assert_eq!(answer.msg_type, 2);
+    let sdp: serde_json::Value = serde_json::from_slice(&answer.data).unwrap();
+    assert_eq!(sdp["type"], "answer");
+    let sdp = sdp["sdp"].as_str().unwrap();
+    assert!(
+        sdp.contains("a=ice-lite") && sdp.contains("opus/48000/2") && sdp.contains("webrtc-datachannel"),
+        "{sdp}"
+    );
+    // Then rtcd trickles its host candidate.
+    let ClientMessage::Rtc(ice) = next_message(&mut second).await else {
+        panic!("expected a candidate")
+    };
+    assert_eq!(ice.msg_type, 1);
+    let ice: serde_json::Value = serde_json::from_slice(&ice.data).unwrap();
+    assert_eq!(ice["type"], "candidate");
+    assert!(
+        ice["candidate"]["candidate"]
+            .as_str()
+            .unwrap()
+            .starts_with("candidate:")
+    );
+    // The join connection is gone, so `close` comes here too.
+    second
+        .send(Message::Binary(
+            ClientMessage::Leave {
+                session_id: "roamer".into(),
+            }
+            .encode()
+            .into(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut second).await,
+        ClientMessage::Close {
+            session_id: "roamer".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn another_client_cannot_touch_a_session() {
+    let d = admin_daemon("").await;
+    let mut owner = client_ws(&d, "owner").await;
+    let mut intruder = client_ws(&d, "intruder").await;
+    owner.send(join("call1", "mine")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    intruder
+        .send(Message::Binary(
+            ClientMessage::Reconnect {
+                session_id: "mine".into(),
+            }
+            .encode()
+            .into(),
+        ))
+        .await
+        .unwrap();
+    intruder
+        .send(Message::Binary(
+            ClientMessage::Leave {
+                session_id: "mine".into(),
+            }
+            .encode()
+            .into(),
+        ))
+        .await
+        .unwrap();
+    intruder.send(rtc("mine", 2, &client_offer())).await.unwrap();
+    // The owner still gets the answer to its own offer; the intruder got nothing.
+    owner.send(rtc("mine", 2, &client_offer())).await.unwrap();
+    let ClientMessage::Rtc(answer) = next_message(&mut owner).await else {
+        panic!("owner lost its session")
+    };
+    assert_eq!(answer.msg_type, 2);
+    let nothing = tokio::time::timeout(Duration::from_millis(500), intruder.next()).await;
+    assert!(nothing.is_err(), "the intruder received {nothing:?}");
+}

@@ -157,7 +157,10 @@ impl SignalSink for ConnRegistry {
             tracing::debug!(%session, "no connection for session: message dropped");
             return;
         };
-        let target = if matches!(msg, ClientMessage::Close { .. }) {
+        // rtcd sends `close` to the connection that carried the join; when that one is gone
+        // (the plugin reconnected), the current one gets it instead of nobody.
+        let is_close = matches!(msg, ClientMessage::Close { .. });
+        let target = if is_close && self.lock().conns.contains_key(&route.join_conn) {
             &route.join_conn
         } else {
             &route.conn

@@ -667,7 +667,15 @@ impl Sfu {
                 return Err(format!("failed to accept offer: {e}"));
             }
         };
-        let json = serde_json::json!({"type": "answer", "sdp": answer.to_sdp_string()}).to_string();
+        let answer_sdp = answer.to_sdp_string();
+        // rtcd's trickled candidates name the first m-line, as pion does.
+        let first_mid = answer_sdp
+            .lines()
+            .find_map(|l| l.strip_prefix("a=mid:"))
+            .unwrap_or("0")
+            .trim()
+            .to_string();
+        let json = serde_json::json!({"type": "answer", "sdp": answer_sdp}).to_string();
         let first = !s.answered;
         s.answered = true;
         s.offer_deadline = None;
@@ -687,7 +695,7 @@ impl Sfu {
                         "type": "candidate",
                         "candidate": {
                             "candidate": c.to_sdp_string(),
-                            "sdpMid": "",
+                            "sdpMid": first_mid,
                             "sdpMLineIndex": 0,
                             "usernameFragment": null,
                         }
