@@ -359,17 +359,18 @@ async fn ws_frames_over_1_mib_close_the_connection_but_not_the_server() {
     let mut ws = ws_connect(d.api, &basic("", ADMIN), None).await.unwrap();
     next_message(&mut ws).await;
     let _ = ws.send(Message::Binary(vec![0u8; (1 << 20) + 1].into())).await;
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+    let code = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match ws.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                None | Some(Err(_)) => return None,
                 Some(Ok(_)) => {}
             }
         }
     })
     .await
     .unwrap();
-    assert!(closed);
+    assert_eq!(code, Some(1009), "rtcd closes with 1009 (message too big)");
     assert_eq!(common::get(d.api, "/api/v1/health").await.status, 200);
     let mut again = ws_connect(d.api, &basic("", ADMIN), None).await.unwrap();
     assert!(matches!(

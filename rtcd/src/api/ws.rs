@@ -13,7 +13,7 @@ use axum::{
     body::Bytes,
     extract::{
         ConnectInfo, State,
-        ws::{Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
+        ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
     },
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
@@ -105,8 +105,11 @@ async fn serve(socket: WebSocket, state: AppState, client_id: String) {
     );
 
     let (mut sink, mut stream) = socket.split();
+    // The reader tells the writer how to close (e.g. 1009 for an oversized message).
+    let (close_tx, mut close_rx) = tokio::sync::oneshot::channel::<CloseFrame>();
     let writer = async {
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+        let mut close = None;
         loop {
             let msg = tokio::select! {
                 frame = rx.recv() => match frame {
@@ -115,11 +118,19 @@ async fn serve(socket: WebSocket, state: AppState, client_id: String) {
                 },
                 _ = ping.tick() => Message::Ping(Bytes::new()),
                 () = kill.notified() => break,
+                frame = &mut close_rx => {
+                    close = frame.ok();
+                    break;
+                }
             };
             match tokio::time::timeout(WRITE_TIMEOUT, sink.send(msg)).await {
                 Ok(Ok(())) => {}
                 _ => break,
             }
+        }
+        if let Some(frame) = close {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
     };
@@ -130,23 +141,40 @@ async fn serve(socket: WebSocket, state: AppState, client_id: String) {
             let msg = match next {
                 Err(_) => {
                     tracing::info!(conn = %conn_id, "ws: read deadline passed without a pong");
-                    break;
+                    return None;
                 }
-                Ok(None) | Ok(Some(Err(_))) => break,
+                Ok(None) => return None,
+                Ok(Some(Err(e))) => {
+                    tracing::error!(conn = %conn_id, error = %e, "ws: read failed");
+                    let text = e.to_string();
+                    let too_big = text.contains("too long") || text.contains("Space limit");
+                    return too_big.then(|| CloseFrame {
+                        code: 1009,
+                        reason: "read limit exceeded".into(),
+                    });
+                }
                 Ok(Some(Ok(m))) => m,
             };
             match msg {
                 Message::Pong(_) => deadline = Instant::now() + READ_DEADLINE,
                 Message::Binary(b) => frame(&state, &client_id, &conn_id, &b),
                 Message::Text(_) => tracing::warn!(conn = %conn_id, "ws: unexpected text message"),
-                Message::Close(_) => break,
+                Message::Close(_) => return None,
                 Message::Ping(_) => {}
             }
         }
     };
+    tokio::pin!(writer);
     tokio::select! {
-        () = writer => {}
-        () = reader => {}
+        () = &mut writer => {}
+        close = reader => {
+            if let Some(frame) = close {
+                let _ = close_tx.send(frame);
+            } else {
+                drop(close_tx);
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        }
     }
     state.conns.unregister(&conn_id);
     gauge.dec();
