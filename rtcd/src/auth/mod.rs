@@ -349,6 +349,66 @@ mod tests {
         assert_ne!(t, random_token(32).unwrap());
     }
 
+    #[tokio::test]
+    async fn tokens_expire_and_a_new_login_replaces_the_old_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let mut auth = AuthService::new(store, &Config::default());
+        auth.token_ttl = Duration::from_millis(300);
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let key = "k".repeat(MIN_KEY_LEN);
+        auth.register("c", &key).await.unwrap();
+        let first = auth.login("c", &key, ip).await.unwrap();
+        assert_eq!(
+            auth.authenticate_bearer(&first),
+            Ok(Principal::Client("c".into()))
+        );
+        let second = auth.login("c", &key, ip).await.unwrap();
+        assert_eq!(
+            auth.authenticate_bearer(&first),
+            Err(AuthError::Unauthorized),
+            "one token per client"
+        );
+        assert!(auth.authenticate_bearer(&second).is_ok());
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(
+            auth.authenticate_bearer(&second),
+            Err(AuthError::Unauthorized),
+            "expired"
+        );
+    }
+
+    #[tokio::test]
+    async fn registration_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = AuthService::new(Arc::new(Store::open(dir.path()).unwrap()), &Config::default());
+        let key = "k".repeat(MIN_KEY_LEN);
+        assert_eq!(
+            auth.register("c", &key[1..]).await,
+            Err(AuthError::Registration("key not long enough"))
+        );
+        assert_eq!(
+            auth.register("c", &"k".repeat(MAX_KEY_LEN + 1)).await,
+            Err(AuthError::Registration("key too long"))
+        );
+        assert_eq!(
+            auth.register("", &key).await,
+            Err(AuthError::Registration("invalid client id"))
+        );
+        auth.register("c", &key).await.unwrap();
+        assert_eq!(
+            auth.register("c", &key).await,
+            Err(AuthError::Registration("already registered"))
+        );
+        // The hash is bcrypt at cost 10, never the key itself.
+        let hash = auth.store.get("c").unwrap().unwrap();
+        assert!(
+            hash.starts_with("$2b$10$") || hash.starts_with("$2y$10$"),
+            "{hash}"
+        );
+        assert!(!hash.contains(&key));
+    }
+
     #[test]
     fn the_dummy_hash_is_a_valid_bcrypt_hash() {
         assert!(!bcrypt::verify("anything", DUMMY_HASH).unwrap());
