@@ -9,7 +9,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/rtcd-rs/target
 CARGO ?= cargo
 
-.PHONY: help deps build run test test-rust test-compat lint fmt
+.PHONY: help deps build run test test-rust test-compat test-browser lint fmt
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,14 +24,18 @@ run: build ## Build and run rtcd on embedded defaults (API :8045, media :8443)
 	$(CARGO_TARGET_DIR)/release/rtcd
 
 test: deps ## Install test dependencies, then run every test
-	$(MAKE) --no-print-directory test-rust test-compat
-	@scripts/test-summary.sh $(CARGO_TARGET_DIR)/test-rust.log $(CARGO_TARGET_DIR)/test-compat.log
+	$(MAKE) --no-print-directory test-rust test-compat test-browser
+	@scripts/test-summary.sh $(CARGO_TARGET_DIR)/test-rust.log $(CARGO_TARGET_DIR)/test-compat.log \
+		$(CARGO_TARGET_DIR)/test-browser.log
 
 test-rust: deps ## Rust unit, HTTP, config, golden-vector and process tests
 	$(CARGO) test --workspace --locked 2>&1 | tee $(CARGO_TARGET_DIR)/test-rust.log
 
 test-compat: deps ## The Go service.Client suite against the real rtcd and ours (netns)
 	scripts/compat.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-compat.log
+
+test-browser: deps ## Two Chromium pages (calls-common RTCPeer) in one call, real rtcd and ours (netns)
+	scripts/browser.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-browser.log
 
 lint: deps ## rustfmt --check and clippy -D warnings
 	$(CARGO) fmt --all -- --check
