@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,12 +55,23 @@ type peer struct {
 	userID    string
 	speaking  bool // whether the audio-level extension varies (drives rtcd's VAD)
 
+	// dcSignaling is sent in the join. When set, SDP offers that arrive over
+	// the DataChannel are answered over the DataChannel (as the webapp and the
+	// Go rtcd client do once "calls-dc" is open).
+	dcSignaling bool
+	// holdOffers makes the signaling loop park server offers that arrive over
+	// the WS in heldCh instead of answering them (glare tests).
+	holdOffers atomic.Bool
+
 	pc     *webrtc.PeerConnection
 	dc     *webrtc.DataChannel
 	track  *webrtc.TrackLocalStaticRTP
 	sender *webrtc.RTPSender
 
 	sigCh       chan rtc.Message
+	dcSDPCh     chan []byte       // JSON SessionDescriptions received over the DC
+	opCh        chan func() error // work run on the signaling goroutine
+	heldCh      chan webrtc.SessionDescription
 	connectedCh chan struct{}
 	dcOpenCh    chan struct{}
 	dcMsgCh     chan dcMessage
@@ -77,6 +90,11 @@ type peer struct {
 	offersRecvd  int
 	candsRecvd   int
 	candShapes   []string
+	dcOpened     bool
+	wsOffersDC   int // WS offers received after the DC opened
+	dcOffers     int // server offers received over the DC
+	dcAnswers    int // answers received over the DC
+	events       []string
 
 	sent      atomic.Int64
 	recv      atomic.Int64
@@ -92,6 +110,9 @@ func newPeer(h *harness, name string, tag byte, speaking bool) (*peer, error) {
 		userID:      newID(),
 		speaking:    speaking,
 		sigCh:       make(chan rtc.Message, 512),
+		dcSDPCh:     make(chan []byte, 64),
+		opCh:        make(chan func() error),
+		heldCh:      make(chan webrtc.SessionDescription, 16),
 		connectedCh: make(chan struct{}),
 		dcOpenCh:    make(chan struct{}),
 		dcMsgCh:     make(chan dcMessage, 256),
@@ -130,7 +151,13 @@ func newPeer(h *harness, name string, tag byte, speaking bool) (*peer, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.dc.OnOpen(func() { close(p.dcOpenCh) })
+	p.dc.OnOpen(func() {
+		p.mu.Lock()
+		p.dcOpened = true
+		p.events = append(p.events, "dc:open")
+		p.mu.Unlock()
+		close(p.dcOpenCh)
+	})
 	p.dc.OnMessage(p.onDCMessage)
 
 	p.track, err = webrtc.NewTrackLocalStaticRTP(opusCodec, "audio-"+p.name, "stream-"+p.name)
@@ -191,7 +218,7 @@ func (p *peer) joinMsg(callID, channelID string) map[string]any {
 		"sessionID":   p.sessionID,
 		"channelID":   channelID,
 		"av1Support":  false,
-		"dcSignaling": false,
+		"dcSignaling": p.dcSignaling,
 	}
 }
 
@@ -266,6 +293,19 @@ func (p *peer) signalingLoop() {
 			if err := p.handleSignal(msg); err != nil {
 				p.h.fail("%s: %v", p.name, err)
 			}
+		case data := <-p.dcSDPCh:
+			var sd webrtc.SessionDescription
+			if err := json.Unmarshal(data, &sd); err != nil {
+				p.h.fail("%s: DC SDP payload is not a JSON SessionDescription: %v (%q)", p.name, err, data)
+				continue
+			}
+			if err := p.handleSDP(sd, true); err != nil {
+				p.h.fail("%s: %v", p.name, err)
+			}
+		case op := <-p.opCh:
+			if err := op(); err != nil {
+				p.h.fail("%s: %v", p.name, err)
+			}
 		}
 	}
 }
@@ -277,37 +317,7 @@ func (p *peer) handleSignal(msg rtc.Message) error {
 		if err := json.Unmarshal(msg.Data, &sd); err != nil {
 			return fmt.Errorf("SDP message data is not a JSON SessionDescription: %v (%q)", err, msg.Data)
 		}
-		switch sd.Type {
-		case webrtc.SDPTypeAnswer:
-			if err := p.pc.SetRemoteDescription(sd); err != nil {
-				return fmt.Errorf("SetRemoteDescription(answer): %w", err)
-			}
-			p.mu.Lock()
-			p.answersRecvd++
-			p.mu.Unlock()
-		case webrtc.SDPTypeOffer:
-			// Server-initiated renegotiation (rtcd adds/removes a forwarded
-			// track): answer it like the webapp does.
-			if err := p.pc.SetRemoteDescription(sd); err != nil {
-				return fmt.Errorf("SetRemoteDescription(server offer): %w", err)
-			}
-			answer, err := p.pc.CreateAnswer(nil)
-			if err != nil {
-				return fmt.Errorf("CreateAnswer: %w", err)
-			}
-			if err := p.pc.SetLocalDescription(answer); err != nil {
-				return fmt.Errorf("SetLocalDescription(answer): %w", err)
-			}
-			if err := p.sendSDP(*p.pc.LocalDescription()); err != nil {
-				return fmt.Errorf("sending answer: %w", err)
-			}
-			p.mu.Lock()
-			p.offersRecvd++
-			p.mu.Unlock()
-		default:
-			return fmt.Errorf("unexpected SDP type %q from server", sd.Type)
-		}
-		return p.flushRemoteCandidates()
+		return p.handleSDP(sd, false)
 	case rtc.ICEMessage:
 		// rtcd's outbound candidate shape: {"type":"candidate","candidate":RTCIceCandidateInit}
 		var wrapped struct {
@@ -335,6 +345,131 @@ func (p *peer) handleSignal(msg rtc.Message) error {
 	default:
 		return fmt.Errorf("unexpected rtc message type %d from server (data %q)", msg.Type, msg.Data)
 	}
+}
+
+// handleSDP applies an SDP from the server, received over the WS or (viaDC)
+// over the DataChannel. Answers go back the way the offer came, like the
+// webapp and the Go rtcd client (DC when dcSignaling is on and it is open).
+func (p *peer) handleSDP(sd webrtc.SessionDescription, viaDC bool) error {
+	via := "ws"
+	if viaDC {
+		via = "dc"
+	}
+	switch sd.Type {
+	case webrtc.SDPTypeAnswer:
+		if err := p.pc.SetRemoteDescription(sd); err != nil {
+			return fmt.Errorf("SetRemoteDescription(answer over %s): %w", via, err)
+		}
+		p.mu.Lock()
+		if viaDC {
+			p.dcAnswers++
+		} else {
+			p.answersRecvd++
+		}
+		p.events = append(p.events, via+":answer")
+		p.mu.Unlock()
+	case webrtc.SDPTypeOffer:
+		p.mu.Lock()
+		if viaDC {
+			p.dcOffers++
+		} else {
+			p.offersRecvd++
+			if p.dcOpened {
+				p.wsOffersDC++
+			}
+		}
+		held := !viaDC && p.holdOffers.Load()
+		if held {
+			p.events = append(p.events, via+":offer(held)")
+		} else {
+			p.events = append(p.events, via+":offer")
+		}
+		p.mu.Unlock()
+		if held {
+			select {
+			case p.heldCh <- sd:
+				return nil
+			default:
+				return fmt.Errorf("held offers queue full")
+			}
+		}
+		// Server-initiated renegotiation (rtcd adds/removes a forwarded
+		// track): answer it like the webapp does.
+		if err := p.answerOffer(sd, viaDC); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("unexpected SDP type %q from server over %s", sd.Type, via)
+	}
+	return p.flushRemoteCandidates()
+}
+
+// answerOffer applies a server offer and sends the answer over the DC
+// (viaDC) or the WS.
+func (p *peer) answerOffer(sd webrtc.SessionDescription, viaDC bool) error {
+	if err := p.pc.SetRemoteDescription(sd); err != nil {
+		return fmt.Errorf("SetRemoteDescription(server offer): %w", err)
+	}
+	answer, err := p.pc.CreateAnswer(nil)
+	if err != nil {
+		return fmt.Errorf("CreateAnswer: %w", err)
+	}
+	if err := p.pc.SetLocalDescription(answer); err != nil {
+		return fmt.Errorf("SetLocalDescription(answer): %w", err)
+	}
+	if viaDC {
+		err = p.sendDCSDP(*p.pc.LocalDescription())
+	} else {
+		err = p.sendSDP(*p.pc.LocalDescription())
+	}
+	if err != nil {
+		return fmt.Errorf("sending answer: %w", err)
+	}
+	return nil
+}
+
+// sendDCSDP sends a SessionDescription over the DataChannel: DC type 3 with
+// a msgpack bin payload holding zlib-compressed JSON.
+func (p *peer) sendDCSDP(sd webrtc.SessionDescription) error {
+	data, err := json.Marshal(sd)
+	if err != nil {
+		return err
+	}
+	msg, err := dc.EncodeMessage(dc.MessageTypeSDP, data)
+	if err != nil {
+		return err
+	}
+	return p.dc.Send(msg)
+}
+
+// do runs fn on the signaling goroutine (so it never races with handling of
+// server SDP) and returns its error.
+func (p *peer) do(timeout time.Duration, fn func() error) error {
+	errCh := make(chan error, 1)
+	op := func() error { errCh <- fn(); return nil }
+	select {
+	case p.opCh <- op:
+	case <-time.After(timeout):
+		return fmt.Errorf("%s: signaling goroutine busy for %s", p.name, timeout)
+	}
+	select {
+	case err := <-errCh:
+		return err
+	case <-time.After(timeout):
+		return fmt.Errorf("%s: operation did not finish within %s", p.name, timeout)
+	}
+}
+
+func (p *peer) logEvent(ev string) {
+	p.mu.Lock()
+	p.events = append(p.events, ev)
+	p.mu.Unlock()
+}
+
+func (p *peer) getEvents() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.events...)
 }
 
 // flushRemoteCandidates adds queued remote candidates once a remote
@@ -387,14 +522,46 @@ func (p *peer) onDCMessage(m webrtc.DataChannelMessage) {
 			mm, _ := payload.(dc.MediaMap)
 			p.mu.Lock()
 			p.mediaMaps = append(p.mediaMaps, mm)
+			p.events = append(p.events, "dc:mediamap"+mediaMapString(mm))
 			p.mu.Unlock()
 			return
+		}
+		if t == dc.MessageTypeSDP {
+			data, _ := payload.([]byte)
+			p.logEvent("dc:sdp-received")
+			select {
+			case p.dcSDPCh <- data:
+			default:
+				p.h.fail("%s: DC SDP queue full", p.name)
+			}
+			return
+		}
+		if t == dc.MessageTypeLock {
+			p.logEvent(fmt.Sprintf("dc:lock(%v)", payload))
 		}
 	}
 	select {
 	case p.dcMsgCh <- msg:
 	default:
 	}
+}
+
+func mediaMapString(mm dc.MediaMap) string {
+	mids := make([]string, 0, len(mm))
+	for mid := range mm {
+		mids = append(mids, mid)
+	}
+	sort.Strings(mids)
+	var sb strings.Builder
+	sb.WriteString("{")
+	for i, mid := range mids {
+		if i > 0 {
+			sb.WriteString(" ")
+		}
+		fmt.Fprintf(&sb, "%s:%s/%s", mid, mm[mid].Type, mm[mid].SenderID)
+	}
+	sb.WriteString("}")
+	return sb.String()
 }
 
 // waitDC waits for a DC message matching pred.

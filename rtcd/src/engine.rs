@@ -9,7 +9,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     call::{CallId, GroupId, Protocol, SessionConfig, SessionId, Sfu, SfuOutput},
     lifecycle::SessionGuard,
-    net::{Datagram, UdpNet},
+    metrics::Metrics,
+    net::{Datagram, MediaNet, Transport},
     protocol::{rtc::RtcMessage, ws::ClientMessage},
 };
 
@@ -92,10 +93,11 @@ impl EngineHandle {
 
 /// Runs until every command sender is gone.
 pub async fn run(
+    metrics: Arc<Metrics>,
     mut sfu: Sfu,
     mut commands: mpsc::Receiver<Command>,
     mut datagrams: mpsc::Receiver<Datagram>,
-    net: UdpNet,
+    net: MediaNet,
     sink: Arc<dyn SignalSink>,
 ) {
     loop {
@@ -113,11 +115,11 @@ pub async fn run(
             }
             Some(dg) = datagrams.recv() => {
                 let now = Instant::now();
-                receive(&mut sfu, &net, now, dg);
+                receive(&mut sfu, &net, &metrics, now, dg);
                 // Take what else is already waiting before flushing outputs.
                 for _ in 0..64 {
                     let Ok(dg) = datagrams.try_recv() else { break };
-                    receive(&mut sfu, &net, now, dg);
+                    receive(&mut sfu, &net, &metrics, now, dg);
                 }
             }
             () = sleep => sfu.handle_timeout(Instant::now()),
@@ -143,9 +145,26 @@ pub async fn run(
     }
 }
 
-fn receive(sfu: &mut Sfu, net: &UdpNet, now: Instant, dg: Datagram) {
-    let destination = net.advertised_for(dg.local);
-    sfu.handle_receive(now, Protocol::Udp, dg.remote, destination, &dg.data);
+fn receive(sfu: &mut Sfu, net: &MediaNet, metrics: &Metrics, now: Instant, dg: Datagram) {
+    let destination = net.advertised_on(dg.transport, dg.local);
+    let proto = match dg.transport {
+        Transport::Udp => Protocol::Udp,
+        Transport::Tcp => Protocol::Tcp,
+    };
+    if sfu.handle_receive(now, proto, dg.remote, destination, &dg.data) {
+        if proto == Protocol::Tcp {
+            net.tcp_conns().authenticated(dg.remote);
+        }
+    } else {
+        let transport = if proto == Protocol::Tcp { "tcp" } else { "udp" };
+        metrics
+            .net_dropped
+            .get_or_create(&vec![
+                ("transport", transport.into()),
+                ("reason", "no_session".into()),
+            ])
+            .inc();
+    }
 }
 
 fn command(sfu: &mut Sfu, cmd: Command) {

@@ -73,6 +73,8 @@ pub struct Metrics {
     pub ws_connections: Family<Labels, Gauge>,
     /// `rtcd_ws_messages_total{clientID,type,direction}`.
     pub ws_messages: Family<Labels, Counter>,
+    /// `rtcd_net_dropped_total{transport,reason}` (ours): input dropped before any session.
+    pub net_dropped: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -102,6 +104,7 @@ impl Metrics {
             rtc_client_jitter: hist(latency_histogram),
             ws_connections: Family::default(),
             ws_messages: Family::default(),
+            net_dropped: Family::default(),
         };
         let r = &mut registry;
         r.register(
@@ -173,6 +176,11 @@ impl Metrics {
             "rtc_client_jitter",
             "Client latency jitter",
             m.rtc_client_jitter.clone(),
+        );
+        r.register(
+            "net_dropped",
+            "Datagrams, frames and connections dropped before reaching a session",
+            m.net_dropped.clone(),
         );
         r.register_collector(Box::new(BuildInfo(VersionInfo::current())));
         r.register_collector(Box::new(ProcessCollector));

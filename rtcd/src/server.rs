@@ -24,7 +24,7 @@ use crate::{
     engine::{self, EngineHandle},
     lifecycle::{DrainOutcome, Lifecycle, drain},
     metrics::Metrics,
-    net::{self, UdpNet},
+    net::{self, MediaNet},
 };
 
 /// Opens the store and starts the engine over `udp`; returns the API state. The engine runs
@@ -33,7 +33,7 @@ pub async fn build_state(
     config: &Config,
     metrics: Arc<Metrics>,
     lifecycle: Lifecycle,
-    udp: UdpNet,
+    udp: MediaNet,
     datagrams: tokio::sync::mpsc::Receiver<net::Datagram>,
 ) -> anyhow::Result<AppState> {
     let dir = std::path::PathBuf::from(&config.store.data_source);
@@ -44,9 +44,17 @@ pub async fn build_state(
     let (engine, commands) = EngineHandle::channel();
     let sfu = Sfu::new(SfuConfig {
         udp_candidates: udp.advertised(),
+        tcp_candidates: udp.tcp_advertised(),
         metrics: metrics.clone(),
     });
-    tokio::spawn(engine::run(sfu, commands, datagrams, udp, conns.clone()));
+    tokio::spawn(engine::run(
+        metrics.clone(),
+        sfu,
+        commands,
+        datagrams,
+        udp,
+        conns.clone(),
+    ));
     Ok(AppState::new(config, metrics, lifecycle, auth, engine, conns))
 }
 
@@ -58,7 +66,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
     let lifecycle = Lifecycle::new();
     let (dg_tx, dg_rx) = tokio::sync::mpsc::channel(engine::DATAGRAM_QUEUE);
-    let udp = net::bind_udp(&config.rtc, dg_tx).await?;
+    let udp = net::bind(&config.rtc, dg_tx, metrics.clone()).await?;
     let state = build_state(&config, metrics, lifecycle.clone(), udp, dg_rx).await?;
     let _sampler = state.cpu_load.spawn_sampler(Duration::from_secs(1));
 

@@ -25,7 +25,7 @@ async fn state(origins: &[&str]) -> AppState {
         &config,
         Arc::new(Metrics::new()),
         Lifecycle::new(),
-        rtcd::net::UdpNet::none(),
+        rtcd::net::MediaNet::none(),
         rx,
     )
     .await

@@ -40,6 +40,8 @@ use crate::{
 pub struct SfuConfig {
     /// The addresses advertised as host candidates (UDP).
     pub udp_candidates: Vec<SocketAddr>,
+    /// The addresses advertised as passive ICE-TCP host candidates.
+    pub tcp_candidates: Vec<SocketAddr>,
     /// Prometheus families.
     pub metrics: Arc<Metrics>,
 }
@@ -98,6 +100,24 @@ impl Sfu {
             out: VecDeque::new(),
             next_gen: 0,
         }
+    }
+
+    /// Every host candidate we advertise: UDP, then passive TCP.
+    fn local_candidates(&self) -> Vec<Candidate> {
+        let udp = self.cfg.udp_candidates.iter().map(|a| Candidate::host(*a, "udp"));
+        let tcp = self.cfg.tcp_candidates.iter().map(|a| {
+            Candidate::builder()
+                .tcp()
+                .host(*a)
+                .tcptype(str0m::net::TcpType::Passive)
+                .build()
+        });
+        udp.chain(tcp)
+            .filter_map(|c| {
+                c.map_err(|e| tracing::warn!(error = %e, "skipping local candidate"))
+                    .ok()
+            })
+            .collect()
     }
 
     /// The next output to act on.
@@ -194,13 +214,8 @@ impl Sfu {
             .enable_opus(true, false)
             .set_local_ice_credentials(creds.clone())
             .build(now);
-        for addr in &self.cfg.udp_candidates {
-            match Candidate::host(*addr, "udp") {
-                Ok(c) => {
-                    rtc.add_local_candidate(c);
-                }
-                Err(e) => tracing::warn!(%addr, error = %e, "skipping local candidate"),
-            }
+        for c in self.local_candidates() {
+            rtc.add_local_candidate(c);
         }
         let sid = cfg.session_id.clone();
         self.cfg
@@ -689,8 +704,8 @@ impl Sfu {
         self.send_sdp(sid, json, via);
         if first {
             // rtcd trickles its host candidates after the answer; they are in the SDP too.
-            for addr in self.cfg.udp_candidates.clone() {
-                if let Ok(c) = Candidate::host(addr, "udp") {
+            for c in self.local_candidates() {
+                {
                     let data = serde_json::json!({
                         "type": "candidate",
                         "candidate": {

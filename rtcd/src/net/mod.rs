@@ -1,10 +1,11 @@
 //! The only module with media sockets: one UDP port for every peer, per local IP, as a
 //! `SO_REUSEPORT` group with one receive loop per core and 16 MiB buffers requested.
-//! Datagrams go to the engine over a bounded channel; sends are non-blocking (UDP may drop).
-//! ICE-TCP (RFC 4571) will live here too.
+//! Passive ICE-TCP on `ice_port_tcp` ([`tcp`]). Datagrams and TCP frames go to the engine
+//! over one bounded channel; sends never block (a full socket or queue drops, as UDP would).
 
 pub mod candidates;
 pub mod stun;
+pub mod tcp;
 
 use std::{
     collections::HashMap,
@@ -25,9 +26,20 @@ pub const SOCKET_BUFFER: usize = 16 * 1024 * 1024;
 /// Largest datagram read.
 const MAX_DATAGRAM: usize = 2048;
 
+/// How a datagram travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// The UDP port.
+    Udp,
+    /// An ICE-TCP connection (one RFC 4571 frame).
+    Tcp,
+}
+
 /// One received datagram.
 #[derive(Debug)]
 pub struct Datagram {
+    /// UDP or TCP.
+    pub transport: Transport,
     /// The local socket address it arrived on.
     pub local: SocketAddr,
     /// The sender.
@@ -38,22 +50,49 @@ pub struct Datagram {
 
 /// The bound media sockets and the address translation between local and advertised.
 #[derive(Debug, Clone)]
-pub struct UdpNet {
+pub struct MediaNet {
     /// local address → one socket of its group, for sending.
     senders: Arc<HashMap<SocketAddr, Arc<UdpSocket>>>,
     /// local → advertised.
     to_advertised: Arc<HashMap<SocketAddr, SocketAddr>>,
     /// advertised → local.
     to_local: Arc<HashMap<SocketAddr, SocketAddr>>,
+    /// ICE-TCP: local → advertised.
+    tcp_to_advertised: Arc<HashMap<SocketAddr, SocketAddr>>,
+    /// ICE-TCP connections.
+    tcp: Arc<tcp::TcpConns>,
 }
 
-impl UdpNet {
+impl MediaNet {
     /// No sockets: for tests of the control plane.
     pub fn none() -> Self {
         Self {
             senders: Arc::default(),
             to_advertised: Arc::default(),
             to_local: Arc::default(),
+            tcp_to_advertised: Arc::default(),
+            tcp: Arc::default(),
+        }
+    }
+
+    /// The advertised passive ICE-TCP candidate addresses.
+    pub fn tcp_advertised(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = self.tcp_to_advertised.values().copied().collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The ICE-TCP connection table.
+    pub fn tcp_conns(&self) -> &Arc<tcp::TcpConns> {
+        &self.tcp
+    }
+
+    /// The advertised address for a local one, per transport.
+    pub fn advertised_on(&self, transport: Transport, local: SocketAddr) -> SocketAddr {
+        match transport {
+            Transport::Udp => self.advertised_for(local),
+            Transport::Tcp => self.tcp_to_advertised.get(&local).copied().unwrap_or(local),
         }
     }
 
@@ -106,7 +145,11 @@ pub async fn resolve_host_override(value: &str) -> anyhow::Result<HostOverride> 
 
 /// Binds `rtc.ice_port_udp` on every selected local IP (one socket per core each) and starts
 /// their receive loops, which feed `tx`.
-pub async fn bind_udp(cfg: &RtcConfig, tx: mpsc::Sender<Datagram>) -> anyhow::Result<UdpNet> {
+pub async fn bind(
+    cfg: &RtcConfig,
+    tx: mpsc::Sender<Datagram>,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> anyhow::Result<MediaNet> {
     let port = u16::try_from(cfg.ice_port_udp).context("rtc.ice_port_udp")?;
     let interfaces = candidates::interface_ips(cfg.enable_ipv6);
     let locals = candidates::select_local_ips(&cfg.ice_address_udp, cfg.enable_ipv6, &interfaces);
@@ -131,6 +174,7 @@ pub async fn bind_udp(cfg: &RtcConfig, tx: mpsc::Sender<Datagram>) -> anyhow::Re
     let mut senders = HashMap::new();
     let mut to_advertised = HashMap::new();
     let mut to_local = HashMap::new();
+    let mut discovered: HashMap<IpAddr, IpAddr> = HashMap::new();
     for Binding {
         local,
         mut advertised,
@@ -147,6 +191,7 @@ pub async fn bind_udp(cfg: &RtcConfig, tx: mpsc::Sender<Datagram>) -> anyhow::Re
                     tracing::info!(%local, %public, stun = %server, "public address discovered");
                     advertised = public;
                     external = true;
+                    discovered.insert(local, public);
                 }
                 None => {
                     tracing::warn!(%local, stun = %server, "no STUN answer within 5 s: advertising the local address");
@@ -168,11 +213,67 @@ pub async fn bind_udp(cfg: &RtcConfig, tx: mpsc::Sender<Datagram>) -> anyhow::Re
         to_advertised.insert(addr, adv);
         to_local.entry(adv).or_insert(addr);
     }
-    Ok(UdpNet {
+    // Passive ICE-TCP: every interface on ice_port_tcp unless addresses are listed.
+    let tcp_port = u16::try_from(cfg.ice_port_tcp).context("rtc.ice_port_tcp")?;
+    let tcp_locals = candidates::select_local_ips(&cfg.ice_address_tcp, cfg.enable_ipv6, &interfaces);
+    let listen: Vec<SocketAddr> = if cfg.ice_address_tcp.trim().is_empty() {
+        let mut v = vec![SocketAddr::new(IpAddr::from([0, 0, 0, 0]), tcp_port)];
+        if cfg.enable_ipv6 {
+            v.push(SocketAddr::new(IpAddr::from([0u16; 8]), tcp_port));
+        }
+        v
+    } else {
+        tcp_locals
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, tcp_port))
+            .collect()
+    };
+    let conns = Arc::new(tcp::TcpConns::new(metrics));
+    for addr in listen {
+        let listener =
+            tcp_listener(addr).with_context(|| format!("rtc.ice_port_tcp: cannot listen on TCP {addr}"))?;
+        tokio::spawn(tcp::accept_loop(listener, conns.clone(), tx.clone()));
+    }
+    let tcp_port_override = candidates::port_override(&cfg.ice_host_port_override.0, &tcp_locals);
+    let mut tcp_to_advertised = HashMap::new();
+    for Binding {
+        local,
+        mut advertised,
+        mut external,
+    } in candidates::bindings(&tcp_locals, &host)
+    {
+        if let Some(public) = discovered.get(&local) {
+            advertised = *public;
+            external = true;
+        }
+        let port = if external {
+            tcp_port_override.unwrap_or(tcp_port)
+        } else {
+            tcp_port
+        };
+        let adv = SocketAddr::new(advertised, port);
+        tracing::info!(local = %SocketAddr::new(local, tcp_port), advertised = %adv, "rtc ice-tcp listening");
+        tcp_to_advertised.insert(SocketAddr::new(local, tcp_port), adv);
+    }
+    Ok(MediaNet {
         senders: Arc::new(senders),
         to_advertised: Arc::new(to_advertised),
         to_local: Arc::new(to_local),
+        tcp_to_advertised: Arc::new(tcp_to_advertised),
+        tcp: conns,
     })
+}
+
+fn tcp_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(SockProto::TCP))?;
+    sock.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    tokio::net::TcpListener::from_std(sock.into())
 }
 
 fn reuseport_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
@@ -196,6 +297,7 @@ async fn receive_loop(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<
         match sock.recv_from(&mut buf).await {
             Ok((n, remote)) => {
                 let dg = Datagram {
+                    transport: Transport::Udp,
                     local,
                     remote,
                     data: buf[..n].to_vec(),
