@@ -358,6 +358,7 @@ func (p *peer) handleSDP(sd webrtc.SessionDescription, viaDC bool) error {
 	switch sd.Type {
 	case webrtc.SDPTypeAnswer:
 		if err := p.pc.SetRemoteDescription(sd); err != nil {
+			p.logEvent(via + ":answer(rejected)")
 			return fmt.Errorf("SetRemoteDescription(answer over %s): %w", via, err)
 		}
 		p.mu.Lock()
@@ -656,6 +657,9 @@ func (p *peer) getMediaMaps() []dc.MediaMap {
 
 func (p *peer) String() string {
 	a, o, c := p.counts()
-	return fmt.Sprintf("%s{session=%s sent=%d recv=%d other=%d answers=%d serverOffers=%d cands=%d state=%s}",
-		p.name, p.sessionID, p.sent.Load(), p.recv.Load(), p.recvOther.Load(), a, o, c, p.pc.ConnectionState())
+	p.mu.Lock()
+	dcO, dcA := p.dcOffers, p.dcAnswers
+	p.mu.Unlock()
+	return fmt.Sprintf("%s{session=%s sent=%d recv=%d other=%d answers=%d serverOffers=%d dcOffers=%d dcAnswers=%d cands=%d state=%s}",
+		p.name, p.sessionID, p.sent.Load(), p.recv.Load(), p.recvOther.Load(), a, o, dcO, dcA, c, p.pc.ConnectionState())
 }

@@ -651,6 +651,18 @@ async fn after_reconnect_a_sessions_messages_follow_the_new_connection() {
         ))
         .await
         .unwrap();
+    // Then the passive TCP candidate, then the close.
+    let ClientMessage::Rtc(tcp) = next_message(&mut second).await else {
+        panic!("expected the TCP candidate")
+    };
+    let tcp: serde_json::Value = serde_json::from_slice(&tcp.data).unwrap();
+    assert!(
+        tcp["candidate"]["candidate"]
+            .as_str()
+            .unwrap()
+            .contains("tcptype passive"),
+        "{tcp}"
+    );
     assert_eq!(
         next_message(&mut second).await,
         ClientMessage::Close {

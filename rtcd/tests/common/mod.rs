@@ -150,6 +150,7 @@ impl Daemon {
         set(&["store", "data_source"], store.display().to_string());
         set(&["logger", "file_location"], log.display().to_string());
         set(&["rtc", "ice_address_udp"], "127.0.0.1".to_string());
+        set(&["rtc", "ice_address_tcp"], "127.0.0.1".to_string());
         let ice_port = free_ice_port();
         let rtc = doc
             .entry("rtc")
