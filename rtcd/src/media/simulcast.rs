@@ -1,0 +1,213 @@
+//! Screen-share simulcast: which layer (`h` ≈ 2.5 Mbps, `l` ≈ 500 kbps) each viewer gets, from
+//! that viewer's downlink estimate and the layers' measured rates, with rtcd's rules: start on
+//! `l`, go up when the estimate exceeds 0.9 × the measured rate of `h`, come down when it falls
+//! below that, and back off between up-switches (10 s, growing ×1.5 per switch). Pure.
+
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
+
+/// A simulcast layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Layer {
+    /// RID `h`.
+    High,
+    /// RID `l`.
+    Low,
+}
+
+impl Layer {
+    /// The RID string.
+    pub fn rid(self) -> &'static str {
+        match self {
+            Self::High => "h",
+            Self::Low => "l",
+        }
+    }
+
+    /// From a RID string.
+    pub fn from_rid(rid: &str) -> Option<Self> {
+        match rid {
+            "h" => Some(Self::High),
+            "l" => Some(Self::Low),
+            _ => None,
+        }
+    }
+
+    /// rtcd's measuring window for the layer's rate.
+    pub fn window(self) -> Duration {
+        match self {
+            Self::High => Duration::from_secs(2),
+            Self::Low => Duration::from_secs(5),
+        }
+    }
+
+    /// The nominal rate, for when nothing is measured yet.
+    pub fn nominal_bps(self) -> f64 {
+        match self {
+            Self::High => 2_500_000.0,
+            Self::Low => 500_000.0,
+        }
+    }
+}
+
+/// Share of a layer's rate the estimate must exceed.
+pub const HEADROOM: f64 = 0.9;
+/// First wait after a switch before the next up-switch.
+pub const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
+/// Growth of that wait per switch.
+pub const BACKOFF_FACTOR: f64 = 1.5;
+/// Decisions are taken at most this often.
+pub const DECISION_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Bytes over a sliding window.
+#[derive(Debug, Clone)]
+pub struct RateMonitor {
+    window: Duration,
+    samples: VecDeque<(Instant, usize)>,
+    bytes: usize,
+}
+
+impl RateMonitor {
+    /// A monitor over `window`.
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            samples: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Records a packet of `bytes` at `now`.
+    pub fn push(&mut self, now: Instant, bytes: usize) {
+        self.samples.push_back((now, bytes));
+        self.bytes += bytes;
+        while let Some((t, b)) = self.samples.front().copied() {
+            if now.duration_since(t) <= self.window {
+                break;
+            }
+            self.samples.pop_front();
+            self.bytes -= b;
+        }
+    }
+
+    /// Bits per second over the samples held, once they span half the window.
+    pub fn rate_bps(&self) -> Option<f64> {
+        let (first, _) = self.samples.front()?;
+        let (last, _) = self.samples.back()?;
+        let span = last.duration_since(*first);
+        (span >= self.window / 2).then(|| self.bytes as f64 * 8.0 / span.as_secs_f64())
+    }
+}
+
+/// One viewer's layer choice.
+#[derive(Debug, Clone)]
+pub struct LayerPolicy {
+    current: Layer,
+    last_switch: Option<Instant>,
+    last_decision: Option<Instant>,
+    backoff: Duration,
+}
+
+impl LayerPolicy {
+    /// Starting on `initial`.
+    pub fn new(initial: Layer) -> Self {
+        Self {
+            current: initial,
+            last_switch: None,
+            last_decision: None,
+            backoff: INITIAL_BACKOFF,
+        }
+    }
+
+    /// The layer chosen now.
+    pub fn current(&self) -> Layer {
+        self.current
+    }
+
+    /// rtcd's starting layer: `h` when the estimate already has room for it.
+    pub fn initial(estimate_bps: Option<f64>) -> Layer {
+        match estimate_bps {
+            Some(e) if e > HEADROOM * Layer::High.nominal_bps() => Layer::High,
+            _ => Layer::Low,
+        }
+    }
+
+    /// Considers the viewer's estimate against `h`'s measured rate; returns the new layer when
+    /// it should change.
+    pub fn decide(&mut self, now: Instant, estimate_bps: f64, high_rate_bps: Option<f64>) -> Option<Layer> {
+        if self
+            .last_decision
+            .is_some_and(|t| now.duration_since(t) < DECISION_INTERVAL)
+        {
+            return None;
+        }
+        self.last_decision = Some(now);
+        let needed = HEADROOM * high_rate_bps.unwrap_or(Layer::High.nominal_bps());
+        let target = match self.current {
+            Layer::Low if estimate_bps > needed => {
+                let waited = self
+                    .last_switch
+                    .is_none_or(|t| now.duration_since(t) >= self.backoff);
+                waited.then_some(Layer::High)?
+            }
+            Layer::High if estimate_bps < needed => Layer::Low,
+            _ => return None,
+        };
+        if self.last_switch.is_some() {
+            self.backoff = self.backoff.mul_f64(BACKOFF_FACTOR);
+        }
+        self.last_switch = Some(now);
+        self.current = target;
+        Some(target)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_over_a_window() {
+        let t0 = Instant::now();
+        let mut m = RateMonitor::new(Duration::from_secs(2));
+        assert_eq!(m.rate_bps(), None);
+        for i in 0..=20 {
+            // 1000 bytes every 100 ms = 80 kbit/s.
+            m.push(t0 + Duration::from_millis(100 * i), 1000);
+        }
+        let r = m.rate_bps().unwrap();
+        assert!((r - 84_000.0).abs() < 5_000.0, "{r}");
+    }
+
+    #[test]
+    fn starts_low_goes_up_with_room_and_down_without() {
+        let t0 = Instant::now();
+        assert_eq!(LayerPolicy::initial(None), Layer::Low);
+        assert_eq!(LayerPolicy::initial(Some(3_000_000.0)), Layer::High);
+        let mut p = LayerPolicy::new(Layer::Low);
+        let h = Some(2_000_000.0);
+        assert_eq!(p.decide(t0, 1_000_000.0, h), None);
+        assert_eq!(
+            p.decide(t0 + Duration::from_secs(2), 1_900_000.0, h),
+            Some(Layer::High)
+        );
+        // Estimate collapses: down within the next decision.
+        assert_eq!(
+            p.decide(t0 + Duration::from_millis(2500), 500_000.0, h),
+            None,
+            "one decision per second"
+        );
+        assert_eq!(
+            p.decide(t0 + Duration::from_secs(3), 500_000.0, h),
+            Some(Layer::Low)
+        );
+        // Room again, but the backoff (10 s × 1.5 after two switches) holds it down.
+        assert_eq!(p.decide(t0 + Duration::from_secs(5), 5_000_000.0, h), None);
+        assert_eq!(
+            p.decide(t0 + Duration::from_secs(19), 5_000_000.0, h),
+            Some(Layer::High)
+        );
+    }
+}
