@@ -18,7 +18,14 @@
 // RTCPeer over HTTP, and a JSON WebSocket at /signal, on loopback only.
 //
 // Environment: RTCD_URL (default http://127.0.0.1:8045), RTCD_ADMIN_KEY,
-// RELAY_ADDR (default 127.0.0.1:8099), RELAY_CALL_ID (default random).
+// RELAY_ADDR (default 127.0.0.1:8099), RELAY_CALL_ID (default random),
+// RELAY_CLIENT_ID / RELAY_AUTH_KEY (the client to register; default random:
+// run.sh sets them so that a second plugin-like connection, the pion peer of
+// the "mixed" scenario, can join the same group), and TURN_URL with
+// TURN_SECRET: when both are set, every join ack carries
+// iceServers [{urls: TURN_URL, username: "<unix expiry>:<sessionID>",
+// credential: base64(HMAC-SHA1(TURN_SECRET, username))}], coturn's
+// use-auth-secret (TURN REST) scheme, the one rtcd and the plugin use.
 // Logs go to stdout; every line starts with the elapsed time.
 
 import crypto from 'node:crypto';
@@ -46,6 +53,9 @@ const newID = () => randStr(26, idAlphabet);
 
 const callID = process.env.RELAY_CALL_ID || newID();
 const channelID = newID();
+const turnURL = process.env.TURN_URL || '';
+const turnSecret = process.env.TURN_SECRET || '';
+const turnTTLSeconds = 3600;
 
 const RTC = {ICE: 1, SDP: 2, MUTE: 3, UNMUTE: 4, VOICE_ON: 7, VOICE_OFF: 8};
 
@@ -81,8 +91,8 @@ async function bundleCallsCommon() {
 // --- rtcd side -----------------------------------------------------------------
 
 async function register() {
-    const clientID = newID();
-    const authKey = randStr(40, 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789');
+    const clientID = process.env.RELAY_CLIENT_ID || newID();
+    const authKey = process.env.RELAY_AUTH_KEY || randStr(40, 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789');
     const headers = {'Content-Type': 'application/json'};
     if (adminKey) {
         headers.Authorization = 'Basic ' + Buffer.from(`admin:${adminKey}`).toString('base64');
@@ -99,6 +109,18 @@ async function register() {
     }
     log(`registered clientID=${clientID} via ${adminKey ? 'admin key' : 'self-registration'}: ${res.status} ${body.trim()}`);
     return {clientID, authKey};
+}
+
+// TURN REST credentials for one session, as the plugin hands them to the
+// webapp: username "<unix expiry>:<sessionID>", password
+// base64(HMAC-SHA1(secret, username)).
+function iceServersFor(sessionID) {
+    if (!turnURL || !turnSecret) {
+        return [];
+    }
+    const username = `${Math.floor(Date.now() / 1000) + turnTTLSeconds}:${sessionID}`;
+    const credential = crypto.createHmac('sha1', turnSecret).update(username).digest('base64');
+    return [{urls: [turnURL], username, credential}];
 }
 
 function pack(type, data) {
@@ -259,7 +281,11 @@ function onPageConnection(ws, req) {
             const join = {callID, userID, sessionID, channelID, av1Support: false, dcSignaling: false};
             log(`-> rtcd join for ${label}: ${JSON.stringify(join)}`);
             sendRTCD('join', join);
-            ws.send(JSON.stringify({type: 'join', sessionID, userID, callID, channelID}));
+            const iceServers = iceServersFor(sessionID);
+            if (iceServers.length > 0) {
+                log(`page ${label}: ICE servers ${iceServers[0].urls.join(',')} username ${iceServers[0].username}`);
+            }
+            ws.send(JSON.stringify({type: 'join', sessionID, userID, callID, channelID, iceServers}));
             break;
         }
         case 'sdp': {
@@ -337,6 +363,7 @@ const server = http.createServer((req, res) => {
             ready: Boolean(hello) && rtcdWS?.readyState === WebSocket.OPEN,
             hello,
             callID,
+            channelID,
             callsCommon: bundle.version,
             sessions: [...sessions.entries()].map(([id, s]) => ({sessionID: id, label: s.label})),
         }));

@@ -3,8 +3,33 @@
 #   - Debian's chromium (only if /usr/bin/chromium is missing; needs root)
 #   - the npm packages pinned in package-lock.json, into ./node_modules
 #     (npm ci; skipped when node_modules already matches the lock file).
+#   - per scenario named on the command line (run.sh passes its scenario):
+#       ice-tcp  Debian's nftables (/usr/sbin/nft), to drop UDP in the namespace
+#       turn     Debian's coturn (/usr/bin/turnserver); its service is never
+#                started (run.sh runs turnserver itself, inside the namespace)
 # playwright-core never downloads a browser: the test drives /usr/bin/chromium.
+#
+#   setup.sh [scenario...]
 set -euo pipefail
+
+apt_updated=0
+apt_install() { # <command that must exist afterwards> <debian package>
+	command -v "$1" >/dev/null 2>&1 && return 0
+	if [[ $(id -u) -ne 0 ]]; then
+		echo "setup: $1 is missing and installing $2 needs root" >&2
+		exit 1
+	fi
+	echo "setup: installing Debian $2" >&2
+	local t0
+	t0=$(date +%s)
+	if [[ $apt_updated -eq 0 ]]; then
+		nice -n 10 apt-get update -q
+		apt_updated=1
+	fi
+	DEBIAN_FRONTEND=noninteractive nice -n 10 apt-get install -y -q --no-install-recommends "$2"
+	command -v "$1" >/dev/null 2>&1 || { echo "setup: $2 installed but $1 not found" >&2; exit 1; }
+	echo "setup: $2 installed in $(( $(date +%s) - t0 ))s" >&2
+}
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
@@ -20,6 +45,14 @@ if [[ ! -x /usr/bin/chromium ]]; then
 	DEBIAN_FRONTEND=noninteractive nice -n 10 apt-get install -y -q chromium
 	echo "setup: chromium installed in $(( $(date +%s) - t0 ))s" >&2
 fi
+
+for scenario in "$@"; do
+	case "$scenario" in
+	ice-tcp) PATH="$PATH:/usr/sbin:/sbin" apt_install nft nftables ;;
+	turn) apt_install turnserver coturn ;;
+	*) ;;
+	esac
+done
 
 command -v node >/dev/null 2>&1 || { echo "setup: node not found" >&2; exit 1; }
 command -v npm >/dev/null 2>&1 || { echo "setup: npm not found" >&2; exit 1; }

@@ -2,10 +2,27 @@
 // namespace, after rtcd and relay.mjs are up).
 //
 // Launches Debian's Chromium headless through playwright-core with a fake
-// audio capture device, opens two pages from the relay, joins both to the
-// same call (A first, then B), and polls getStats every second. Passes when,
-// on each page, inbound-rtp audio packetsReceived keeps growing and
-// audioLevel > 0. Prints the sampled stats and a final PASS/FAIL line.
+// audio capture device, opens the scenario's pages from the relay, joins them
+// to the same call (A first, then B), and polls getStats every second. The
+// default scenario, "audio", passes when, on each page, inbound-rtp audio
+// packetsReceived keeps growing and audioLevel > 0. Prints the sampled stats
+// and a final PASS/FAIL line.
+//
+// E2E_SCENARIO picks an entry of SCENARIOS below (run.sh sets up the network
+// side of each: the UDP block, coturn):
+//   audio    two pages, audio both ways (any candidate pair)
+//   ice-tcp  as audio, and each page's selected pair must be tcp -> tcp
+//            (run.sh drops all UDP in the namespace with nftables)
+//   turn     as audio with iceTransportPolicy "relay" and the relay's TURN
+//            REST credentials; each page's selected local candidate must be
+//            of type relay (coturn runs in the namespace)
+//   mixed    one page and one pion peer (TestMixedPeer of e2e/compat, the
+//            binary in COMPAT_TEST_BIN) in one call: the page's inbound audio
+//            packets must grow, and the pion peer must count growing Opus
+//            packets from the page
+// A new scenario (camera, screen share) is one more entry: the pages to open,
+// the options handed to the page's e2eJoin, and per-page checks on the
+// e2eStats samples (which already carry inboundVideo/outboundVideo).
 //
 // Page console output goes to $RUN_DIR/browser.log; run.sh sets
 // DEBUG=pw:browser so Chromium's own stderr lands in chromium.log.
@@ -14,10 +31,15 @@
 // browser profile, WAV), CHROMIUM (default /usr/bin/chromium),
 // E2E_STATS_SECONDS (default 20), E2E_FAKE_AUDIO=wav|default (default wav:
 // a 440 Hz sine file given to the fake device; "default" uses Chromium's
-// built-in beep, whose instantaneous audioLevel is often 0).
+// built-in beep, whose instantaneous audioLevel is often 0), E2E_SCENARIO
+// (default audio). For "mixed" also RTCD_URL, COMPAT_TEST_BIN,
+// RELAY_CLIENT_ID and RELAY_AUTH_KEY (the relay's client, shared by the pion
+// peer's own WS connection).
 
+import {spawn} from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import readline from 'node:readline';
 
 import {chromium} from 'playwright-core';
 
@@ -26,6 +48,7 @@ const runDir = process.env.RUN_DIR || fs.mkdtempSync('/tmp/rtcd-browser-');
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const statsSeconds = Number(process.env.E2E_STATS_SECONDS || 20);
 const fakeAudio = process.env.E2E_FAKE_AUDIO || 'wav';
+const scenarioName = process.env.E2E_SCENARIO || 'audio';
 const browserLog = path.join(runDir, 'browser.log');
 
 const t0 = Date.now();
@@ -99,10 +122,107 @@ if (fakeAudio === 'wav') {
     audioConstraints = {autoGainControl: false, echoCancellation: false, noiseSuppression: false};
 }
 
+// --- scenarios -------------------------------------------------------------------
+
+// Pair checks get e2eStats().pairInfo of the latest sample and return null
+// when it is fine, or what is wrong.
+const pairText = (pi) => (pi ? `${pi.local?.protocol} ${pi.local?.candidateType}${pi.local?.tcpType ? ' ' + pi.local.tcpType : ''}` +
+    `${pi.local?.relayProtocol ? ' (relay over ' + pi.local.relayProtocol + ')' : ''} -> ${pi.remote?.protocol} ${pi.remote?.candidateType}` : 'no selected pair');
+
+const SCENARIOS = {
+    audio: {
+        pages: ['A', 'B'],
+        pageOptions: {},
+        judge: judge,
+        passReason: 'both pages receive growing inbound audio with audioLevel > 0',
+    },
+    'ice-tcp': {
+        pages: ['A', 'B'],
+        pageOptions: {},
+        judge: judge,
+        pairCheck: (pi) => (pi?.local?.protocol === 'tcp' && pi?.remote?.protocol === 'tcp' ? null : `selected pair is ${pairText(pi)}, want tcp -> tcp`),
+        passReason: 'both pages receive growing inbound audio with audioLevel > 0 over an ICE-TCP pair (UDP dropped)',
+    },
+    turn: {
+        pages: ['A', 'B'],
+        pageOptions: {iceTransportPolicy: 'relay'},
+        needsIceServers: true,
+        judge: judge,
+        pairCheck: (pi) => (pi?.local?.candidateType === 'relay' ? null : `selected pair is ${pairText(pi)}, want a relay local candidate`),
+        passReason: 'both pages receive growing inbound audio with audioLevel > 0 through TURN relay candidates',
+    },
+    mixed: {
+        pages: ['A'],
+        pageOptions: {},
+        pion: true,
+        judge: judgePackets,
+        passReason: 'the page receives growing inbound audio packets from the pion peer, and the pion peer growing Opus packets from the page',
+    },
+};
+
+// --- the pion peer (scenario mixed) ---------------------------------------------------
+
+function startPion(status) {
+    const bin = process.env.COMPAT_TEST_BIN;
+    if (!bin) {
+        throw new Error('COMPAT_TEST_BIN is not set (e2e/compat/build-test.sh)');
+    }
+    const env = {
+        ...process.env,
+        RTCD_URL: process.env.RTCD_URL || 'http://127.0.0.1:8045',
+        MIXED_CLIENT_ID: process.env.RELAY_CLIENT_ID || '',
+        MIXED_AUTH_KEY: process.env.RELAY_AUTH_KEY || '',
+        MIXED_CALL_ID: status.callID,
+        MIXED_CHANNEL_ID: status.channelID || '',
+        MIXED_SECONDS: String(statsSeconds + 40),
+    };
+    const child = spawn(bin, ['-test.run', '^TestMixedPeer$', '-test.v', '-test.count=1', '-test.timeout=150s'], {
+        env, stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    const pion = {child, connected: null, recvOk: false, done: null, exitCode: null, lines: 0};
+    const plog = fs.createWriteStream(path.join(runDir, 'pion.log'));
+    const onLine = (line) => {
+        plog.write(`[${elapsed()}s] ${line}\n`);
+        // Only the peer's own MIXED lines reach the test output (never go
+        // test's "--- PASS" lines, which the Makefile's summary would count).
+        const m = line.match(/^MIXED (\S+) ?(.*)$/);
+        if (!m) {
+            return;
+        }
+        out(`pion ${m[1]} ${m[2]}`);
+        if (m[1] === 'connected') {
+            pion.connected = m[2];
+        } else if (m[1] === 'recv-ok') {
+            pion.recvOk = true;
+        } else if (m[1] === 'done') {
+            pion.done = m[2];
+        }
+    };
+    readline.createInterface({input: child.stdout}).on('line', onLine);
+    readline.createInterface({input: child.stderr}).on('line', (l) => plog.write(`[${elapsed()}s] stderr: ${l}\n`));
+    pion.exited = new Promise((resolve) => {
+        child.on('exit', (code, signal) => {
+            pion.exitCode = code === null ? `signal ${signal}` : code;
+            plog.write(`[${elapsed()}s] exited: ${pion.exitCode}\n`);
+            resolve(pion.exitCode);
+        });
+        child.on('error', (e) => {
+            pion.exitCode = `spawn error: ${e.message}`;
+            resolve(pion.exitCode);
+        });
+    });
+    return pion;
+}
+
 let context = null;
+let pion = null;
 let verdict = {pass: false, reason: 'not run'};
 
 async function main() {
+    const sc = SCENARIOS[scenarioName];
+    if (!sc) {
+        throw new Error(`unknown E2E_SCENARIO ${scenarioName} (known: ${Object.keys(SCENARIOS).join(', ')})`);
+    }
     const status = await waitFor('relay /status ready', 10000, async () => {
         try {
             const s = await (await fetch(`${relayURL}/status`, {signal: AbortSignal.timeout(2000)})).json();
@@ -112,6 +232,9 @@ async function main() {
         }
     });
     out(`relay ready: call ${status.callID}, rtcd hello ${JSON.stringify(status.hello)}, page uses @mattermost/calls-common ${status.callsCommon} RTCPeer`);
+    if (scenarioName !== 'audio') {
+        out(`scenario ${scenarioName}: pages ${sc.pages.join(',')}${sc.pion ? ' + pion peer' : ''}, page options ${JSON.stringify(sc.pageOptions)}`);
+    }
 
     const userDataDir = fs.mkdtempSync(path.join(runDir, 'chromium-profile-'));
     const tl = Date.now();
@@ -124,7 +247,7 @@ async function main() {
     out(`chromium launched in ${Date.now() - tl} ms (${executablePath}, fake audio: ${fakeAudio})`);
 
     const pages = [];
-    for (const label of ['A', 'B']) {
+    for (const label of sc.pages) {
         const page = pages.length === 0 && context.pages().length > 0 ? context.pages()[0] : await context.newPage();
         page.on('console', (m) => blog(`page ${label} console.${m.type()}: ${m.text()}`));
         page.on('pageerror', (e) => blog(`page ${label} pageerror: ${e.message}`));
@@ -137,8 +260,15 @@ async function main() {
     // harness does the same order).
     for (const p of pages) {
         const wsURL = relayURL.replace(/^http/, 'ws') + `/signal?label=${p.label}`;
-        p.sessionID = await bounded(p.page.evaluate(([l, u, c]) => window.e2eJoin(l, u, c), [p.label, wsURL, audioConstraints]), 15000, `join ${p.label}`);
+        p.sessionID = await bounded(p.page.evaluate(([l, u, c, o]) => window.e2eJoin(l, u, c, o), [p.label, wsURL, audioConstraints, sc.pageOptions]), 15000, `join ${p.label}`);
         out(`page ${p.label} joined as session ${p.sessionID}`);
+        if (sc.needsIceServers) {
+            const s = await p.page.evaluate(() => window.e2eState());
+            if (!s.rtcConfig || s.rtcConfig.iceServers.length === 0) {
+                throw new Error(`page ${p.label}: the relay handed out no ICE servers (TURN_URL/TURN_SECRET not set?)`);
+            }
+            out(`page ${p.label} RTCPeer config ${JSON.stringify(s.rtcConfig)}`);
+        }
         await waitFor(`page ${p.label} RTCPeer connected`, 15000, async () => {
             const s = await p.page.evaluate(() => window.e2eState());
             if (s.errors.length > 0 || s.closed) {
@@ -149,9 +279,20 @@ async function main() {
         out(`page ${p.label} connected`);
     }
 
+    if (sc.pion) {
+        pion = startPion(status);
+        await waitFor('pion peer connected', 25000, async () => {
+            if (pion.exitCode !== null) {
+                throw new Error(`pion peer exited (${pion.exitCode}) before connecting; see pion.log`);
+            }
+            return pion.connected;
+        });
+    }
+
     // Sample getStats once a second.
-    const samples = {A: [], B: []};
-    const ok = {A: false, B: false};
+    const samples = Object.fromEntries(pages.map((p) => [p.label, []]));
+    const ok = Object.fromEntries(pages.map((p) => [p.label, false]));
+    const pairProblem = {};
     for (let i = 1; i <= statsSeconds; i++) {
         await sleep(1000);
         for (const p of pages) {
@@ -161,9 +302,10 @@ async function main() {
             const fmt = inb.map((s) => `pkts=${s.packetsReceived} lost=${s.packetsLost} level=${s.audioLevel?.toFixed(4)} energy=${s.totalAudioEnergy?.toFixed(4)} samples=${s.totalSamplesReceived} codec=${s.codec}`).join(' ; ');
             const sent = st.outbound.map((s) => s.packetsSent).join(',');
             out(`sample ${i} page ${p.label}: ${st.connectionState}/${st.signalingState} inbound-audio[${inb.length}] ${fmt || '-'} | sent=${sent || '-'}`);
-            ok[p.label] = judge(samples[p.label]);
+            pairProblem[p.label] = sc.pairCheck ? sc.pairCheck(st.pairInfo) : null;
+            ok[p.label] = sc.judge(samples[p.label]) && !pairProblem[p.label];
         }
-        if (ok.A && ok.B) {
+        if (pages.every((p) => ok[p.label]) && (!pion || pion.recvOk)) {
             break;
         }
         for (const p of pages) {
@@ -171,6 +313,9 @@ async function main() {
             if (s.closed) {
                 throw new Error(`page ${p.label}: rtcd closed the session: ${JSON.stringify(s.closed)}`);
             }
+        }
+        if (pion && pion.exitCode !== null) {
+            throw new Error(`pion peer exited (${pion.exitCode}) during the sampling; see pion.log`);
         }
     }
 
@@ -180,6 +325,9 @@ async function main() {
         const s = await p.page.evaluate(() => window.e2eState());
         out(`page ${p.label}: transport ${JSON.stringify(st?.transport)}`);
         out(`page ${p.label}: selected pair ${JSON.stringify(st?.pair)}`);
+        if (sc.pairCheck) {
+            out(`page ${p.label}: selected pair details ${JSON.stringify(st?.pairInfo)}: ${pairProblem[p.label] || 'ok'}`);
+        }
         out(`page ${p.label}: signals from rtcd ${JSON.stringify(s.signals)}, sent ${JSON.stringify(s.sent)}, local stream ${s.localStreamID}, remote streams ${JSON.stringify(s.remoteStreams)}, vad msgs ${s.vad.length}, errors ${JSON.stringify(s.errors)}`);
         const series = samples[p.label].map((x) => x.inbound[0]?.packetsReceived ?? '-').join(' ');
         const levels = samples[p.label].map((x) => x.inbound[0]?.audioLevel?.toFixed(3) ?? '-').join(' ');
@@ -187,13 +335,31 @@ async function main() {
         out(`page ${p.label}: audioLevel per sample:      ${levels}`);
     }
     const failed = pages.filter((p) => !ok[p.label]).map((p) => p.label);
-    verdict = failed.length === 0 ?
-        {pass: true, reason: 'both pages receive growing inbound audio with audioLevel > 0'} :
-        {pass: false, reason: `page(s) ${failed.join(',')} did not show growing inbound audio packets with audioLevel > 0 within ${statsSeconds}s`};
-
     for (const p of pages) {
         await p.page.evaluate(() => window.e2eLeave()).catch(() => {});
     }
+    let pionProblem = null;
+    if (pion) {
+        // Stop the pion peer (it sends until its stdin closes) and collect its verdict.
+        pion.child.stdin.end();
+        const code = await bounded(pion.exited, 15000, 'pion peer exit').catch((e) => e.message);
+        out(`pion peer: ${pion.done || 'no final report'}; exit ${code}`);
+        if (!pion.recvOk) {
+            pionProblem = 'the pion peer did not receive growing Opus packets from the page';
+        } else if (code !== 0) {
+            pionProblem = `the pion peer's TestMixedPeer failed (exit ${code}; see pion.log)`;
+        }
+    }
+    const problems = [];
+    if (failed.length > 0) {
+        const what = sc.judge === judge ? 'growing inbound audio packets with audioLevel > 0' : 'growing inbound audio packets';
+        const pairs = failed.map((l) => pairProblem[l]).filter(Boolean);
+        problems.push(`page(s) ${failed.join(',')} did not show ${what}${sc.pairCheck ? ' on the required candidate pair' : ''} within ${statsSeconds}s${pairs.length ? ' (' + pairs.join('; ') + ')' : ''}`);
+    }
+    if (pionProblem) {
+        problems.push(pionProblem);
+    }
+    verdict = problems.length === 0 ? {pass: true, reason: sc.passReason} : {pass: false, reason: problems.join('; ')};
 }
 
 // Each page must receive audio: one inbound-rtp audio stream whose
@@ -212,12 +378,28 @@ function judge(list) {
     return grows && last3[2].packetsReceived > 0 && last3[2].audioLevel > 0 && last3[2].totalSamplesReceived > 0;
 }
 
+// Packets only (scenario mixed: the pion peer sends Opus-shaped RTP with
+// dummy payloads, which Chromium counts but cannot decode into a level).
+function judgePackets(list) {
+    if (list.length < 3) {
+        return false;
+    }
+    const last3 = list.slice(-3).map((s) => s.inbound[0]);
+    if (last3.some((s) => !s)) {
+        return false;
+    }
+    return last3[0].packetsReceived < last3[1].packetsReceived && last3[1].packetsReceived < last3[2].packetsReceived;
+}
+
 let code = 1;
 try {
     await main();
     code = verdict.pass ? 0 : 1;
 } catch (e) {
     verdict = {pass: false, reason: e.message};
+}
+if (pion && pion.exitCode === null) {
+    pion.child.kill('SIGTERM');
 }
 if (context) {
     await bounded(context.close(), 10000, 'chromium close').catch((e) => out(`closing chromium: ${e.message}`));

@@ -158,6 +158,13 @@ type harness struct {
 func newHarness(t *testing.T, env testEnv) *harness {
 	t.Helper()
 	c, clientID, authKey := env.registerClient(t)
+	return connectHarness(t, env, c, clientID, authKey)
+}
+
+// connectHarness connects c (configured with clientID/authKey, already
+// registered) and starts routing what the server sends.
+func connectHarness(t *testing.T, env testEnv, c *service.Client, clientID, authKey string) *harness {
+	t.Helper()
 	h := &harness{
 		t:        t,
 		env:      env,

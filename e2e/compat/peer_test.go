@@ -54,6 +54,10 @@ type peer struct {
 	sessionID string
 	userID    string
 	speaking  bool // whether the audio-level extension varies (drives rtcd's VAD)
+	// anyOpus counts every received Opus packet in recv, whatever its size
+	// and first byte (packets from a browser, not from another pion peer),
+	// except an echo of this peer's own packets.
+	anyOpus bool
 
 	// dcSignaling is sent in the join. When set, SDP offers that arrive over
 	// the DataChannel are answered over the DataChannel (as the webapp and the
@@ -501,6 +505,11 @@ func (p *peer) onTrack(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		pkt, _, err := tr.ReadRTP()
 		if err != nil {
 			return
+		}
+		if p.anyOpus && pkt.PayloadType == opusPT && len(pkt.Payload) > 0 &&
+			(len(pkt.Payload) != rtpPayloadSize || pkt.Payload[0] != p.tag) {
+			p.recv.Add(1)
+			continue
 		}
 		if pkt.PayloadType != opusPT || len(pkt.Payload) != rtpPayloadSize || pkt.Payload[0] == p.tag {
 			p.recvOther.Add(1)

@@ -36,20 +36,7 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 
 # 1. Compiled test binary, cached by a hash of the module's sources.
-bin_dir="${RTCD_RS_GO_BIN:-$HOME/.cache/rtcd-rs/go-bin}"
-mkdir -p "$bin_dir"
-src_hash="$(cd "$here" && { ls go.mod go.sum *.go; } | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-12)"
-test_bin="$bin_dir/compat-test-$src_hash"
-if [[ ! -x "$test_bin" ]]; then
-	echo "run: building test binary $test_bin" >&2
-	t0=$(date +%s)
-	(cd "$here" && GOFLAGS="${GOFLAGS:-} -mod=readonly -buildvcs=false" \
-		nice -n 10 go test -p 1 -c -o "$test_bin.tmp.$$" .)
-	mv -f "$test_bin.tmp.$$" "$test_bin"
-	# Drop binaries built from older sources.
-	find "$bin_dir" -maxdepth 1 -name 'compat-test-*' ! -name "compat-test-$src_hash" -type f -delete
-	echo "run: test binary built in $(( $(date +%s) - t0 ))s" >&2
-fi
+test_bin="$("$here/build-test.sh")"
 
 # 2. Run directory: store, logs, inner script.
 run_dir="$(mktemp -d "${TMPDIR:-/tmp}/rtcd-compat-$label.XXXXXX")"

@@ -75,6 +75,11 @@ pub struct Metrics {
     pub ws_messages: Family<Labels, Counter>,
     /// `rtcd_net_dropped_total{transport,reason}` (ours): input dropped before any session.
     pub net_dropped: Family<Labels, Counter>,
+    /// `rtcd_rtc_keyframe_requests_total{groupID,direction}` (ours): PLIs from viewers (in) and
+    /// to publishers (out).
+    pub rtc_keyframe_requests: Family<Labels, Counter>,
+    /// `rtcd_rtc_layer_switches_total{groupID,layer}` (ours): simulcast switches per target layer.
+    pub rtc_layer_switches: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -105,6 +110,8 @@ impl Metrics {
             ws_connections: Family::default(),
             ws_messages: Family::default(),
             net_dropped: Family::default(),
+            rtc_keyframe_requests: Family::default(),
+            rtc_layer_switches: Family::default(),
         };
         let r = &mut registry;
         r.register(
@@ -181,6 +188,16 @@ impl Metrics {
             "net_dropped",
             "Datagrams, frames and connections dropped before reaching a session",
             m.net_dropped.clone(),
+        );
+        r.register(
+            "rtc_keyframe_requests",
+            "Keyframe requests received from viewers (in) and sent to publishers (out)",
+            m.rtc_keyframe_requests.clone(),
+        );
+        r.register(
+            "rtc_layer_switches",
+            "Simulcast layer switches, by the layer switched to",
+            m.rtc_layer_switches.clone(),
         );
         r.register_collector(Box::new(BuildInfo(VersionInfo::current())));
         r.register_collector(Box::new(ProcessCollector));

@@ -45,6 +45,10 @@ pub async fn build_state(
     let sfu = Sfu::new(SfuConfig {
         udp_candidates: udp.advertised(),
         tcp_candidates: udp.tcp_advertised(),
+        nack_buffer_size: usize::try_from(config.rtc.nack_buffer_size)
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or(256),
         metrics: metrics.clone(),
     });
     tokio::spawn(engine::run(

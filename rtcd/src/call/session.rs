@@ -10,11 +10,19 @@ use std::{
 use str0m::{
     Rtc,
     channel::ChannelId,
-    media::{Mid, Pt},
+    media::{Mid, Pt, Rid},
 };
 
 use super::{SessionConfig, SessionId};
-use crate::{lifecycle::SessionGuard, media::rebase::SeqRebase, media::vad::VoiceDetector};
+use crate::{
+    lifecycle::SessionGuard,
+    media::{
+        keyframe::VideoCodec,
+        rebase::SeqRebase,
+        simulcast::{Layer, LayerPolicy, RateMonitor},
+        vad::VoiceDetector,
+    },
+};
 
 /// rtcd: the client's first offer must come within this long of `join`.
 pub(crate) const OFFER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,13 +41,50 @@ pub(crate) const MAX_OFFER_ATTEMPTS: u32 = 3;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum TrackKind {
     Voice,
+    ScreenAudio,
+    Screen,
+    Video,
 }
 
 impl TrackKind {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Voice => "voice",
+            Self::ScreenAudio => "screen-audio",
+            Self::Screen => "screen",
+            Self::Video => "video",
         }
+    }
+
+    pub(crate) fn is_video(self) -> bool {
+        matches!(self, Self::Screen | Self::Video)
+    }
+}
+
+/// One incoming video stream of a publisher: codec and simulcast layer.
+pub(crate) type StreamSel = (VideoCodec, Option<Rid>);
+
+/// What a publisher sends for one video track kind.
+#[derive(Debug, Default)]
+pub(crate) struct VideoSource {
+    /// (codec, rid) → the m-line it arrives on and its measured rate.
+    pub(crate) streams: HashMap<StreamSel, (Mid, RateMonitor)>,
+}
+
+impl VideoSource {
+    pub(crate) fn has_codec(&self, codec: VideoCodec) -> bool {
+        self.streams.keys().any(|(c, _)| *c == codec)
+    }
+
+    pub(crate) fn simulcast(&self, codec: VideoCodec) -> bool {
+        self.streams.keys().any(|(c, r)| *c == codec && r.is_some())
+    }
+
+    pub(crate) fn rate(&self, codec: VideoCodec, layer: Layer) -> Option<f64> {
+        let rid = Rid::from(layer.rid());
+        self.streams
+            .get(&(codec, Some(rid)))
+            .and_then(|(_, m)| m.rate_bps())
     }
 }
 
@@ -58,19 +103,48 @@ pub(crate) struct OutTrack {
     pub(crate) active: bool,
     /// Being negotiated away: nothing more is written.
     pub(crate) removing: bool,
-    /// The receiver's payload type for the codec.
+    /// The receiver's payload types: audio, then VP8 and AV1.
     pub(crate) pt: Pt,
+    pub(crate) pt_vp8: Option<Pt>,
+    pub(crate) pt_av1: Option<Pt>,
     pub(crate) seq: SeqRebase,
+    /// Video: the source stream being forwarded, and the one wanted next.
+    pub(crate) current: Option<StreamSel>,
+    pub(crate) target: Option<StreamSel>,
+    /// Screen simulcast: this viewer's layer choice.
+    pub(crate) layers: Option<LayerPolicy>,
+    /// The `type` label of `rtcd_rtc_rtp_tracks_total`.
+    pub(crate) mime: &'static str,
+}
+
+/// rtcd's track `type` label for a codec.
+pub(crate) fn mime(codec: VideoCodec) -> &'static str {
+    match codec {
+        VideoCodec::Vp8 => "video/VP8",
+        VideoCodec::Av1 => "video/AV1",
+    }
 }
 
 impl OutTrack {
-    pub(crate) fn new(mid: Mid) -> Self {
+    pub(crate) fn new(mid: Mid, kind: TrackKind) -> Self {
+        // One video frame at 90 kHz and 30 fps, or one 20 ms Opus packet at 48 kHz.
+        let ticks = if kind.is_video() { 3000 } else { 960 };
         Self {
             mid,
             active: false,
             removing: false,
             pt: Pt::from(111),
-            seq: SeqRebase::default(),
+            pt_vp8: None,
+            pt_av1: None,
+            seq: SeqRebase::with_frame_ticks(ticks),
+            current: None,
+            target: None,
+            layers: None,
+            mime: if kind.is_video() {
+                "video/VP8"
+            } else {
+                "audio/opus"
+            },
         }
     }
 }
@@ -109,6 +183,19 @@ pub(crate) struct Session {
     pub(crate) tracks_init_done: bool,
     /// The incoming voice m-line, once its first RTP packet arrived.
     pub(crate) voice_mid: Option<Mid>,
+    /// The screen audio m-line, once its first RTP packet arrived.
+    pub(crate) screen_audio_mid: Option<Mid>,
+    /// `ScreenOn`/`VideoOn` stream IDs.
+    pub(crate) screen_stream_id: Option<String>,
+    pub(crate) video_stream_id: Option<String>,
+    /// Published video, by kind.
+    pub(crate) video: HashMap<TrackKind, VideoSource>,
+    /// Track kinds announced to the call.
+    pub(crate) published: Vec<TrackKind>,
+    /// Last keyframe request sent to this publisher, per stream (at most one a second).
+    pub(crate) keyframe_requests: HashMap<(Mid, Option<Rid>), Instant>,
+    /// This session's downlink estimate (TWCC), bits per second.
+    pub(crate) estimate_bps: Option<f64>,
     pub(crate) voice_enabled: bool,
     pub(crate) vad: VoiceDetector,
     /// (source session, kind) → what we forward to this session.

@@ -14,8 +14,13 @@ use str0m::{
     channel::ChannelData,
     media::{Direction, MediaKind, Pt},
     net::Receive,
-    rtp::{RtpPacket, RtpWrite},
 };
+
+use str0m::format::Codec;
+
+mod forward;
+
+use forward::stream_id;
 
 use super::{
     CallId, GroupId, Protocol, SessionConfig, SessionId, SfuOutput,
@@ -42,6 +47,8 @@ pub struct SfuConfig {
     pub udp_candidates: Vec<SocketAddr>,
     /// The addresses advertised as passive ICE-TCP host candidates.
     pub tcp_candidates: Vec<SocketAddr>,
+    /// `rtc.nack_buffer_size`: packets kept per video SSRC to answer NACKs.
+    pub nack_buffer_size: usize,
     /// Prometheus families.
     pub metrics: Arc<Metrics>,
 }
@@ -59,6 +66,8 @@ pub struct Sfu {
     cfg: SfuConfig,
     sessions: HashMap<SessionId, Session>,
     calls: HashMap<(GroupId, CallId), Vec<SessionId>>,
+    /// The one screen sharer of each call.
+    screens: HashMap<(GroupId, CallId), SessionId>,
     by_remote: HashMap<(Protocol, SocketAddr), SessionId>,
     by_ufrag: HashMap<String, SessionId>,
     timers: BinaryHeap<Reverse<(Instant, u64, SessionId)>>,
@@ -92,6 +101,7 @@ impl Sfu {
             cfg,
             sessions: HashMap::new(),
             calls: HashMap::new(),
+            screens: HashMap::new(),
             by_remote: HashMap::new(),
             by_ufrag: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -212,6 +222,10 @@ impl Sfu {
             .set_rtp_mode(true)
             .clear_codecs()
             .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_av1(true)
+            .set_send_buffer_video(self.cfg.nack_buffer_size.max(32))
+            .enable_bwe(Some(str0m::bwe::Bitrate::kbps(250)))
             .set_local_ice_credentials(creds.clone())
             .build(now);
         for c in self.local_candidates() {
@@ -245,6 +259,13 @@ impl Sfu {
                 tracks_init_done: false,
                 voice_mid: None,
                 voice_enabled: false,
+                screen_audio_mid: None,
+                screen_stream_id: None,
+                video_stream_id: None,
+                video: HashMap::new(),
+                published: Vec::new(),
+                keyframe_requests: HashMap::new(),
+                estimate_bps: None,
                 vad: Default::default(),
                 out_tracks: HashMap::new(),
                 pending_actions: Vec::new(),
@@ -293,8 +314,18 @@ impl Sfu {
                 self.set_muted(now, &sid, kind == RtcType::Mute);
                 Ok(())
             }
-            // Video and screen share arrive with the next milestone; rtcd ignores VideoOff too.
-            RtcType::ScreenOn | RtcType::ScreenOff | RtcType::VideoOn | RtcType::VideoOff => Ok(()),
+            RtcType::ScreenOn => self.screen_on(&sid, &msg.data),
+            RtcType::ScreenOff => {
+                self.screen_off(now, &sid);
+                Ok(())
+            }
+            RtcType::VideoOn => stream_id(&msg.data, "videoStreamID").map(|id| {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.video_stream_id = Some(id);
+                }
+            }),
+            // rtcd ignores VideoOff: the camera track ends with the client's renegotiation.
+            RtcType::VideoOff => Ok(()),
             RtcType::VoiceOn | RtcType::VoiceOff => {
                 Err(format!("received unexpected message type {}", msg.msg_type))
             }
@@ -452,21 +483,18 @@ impl Sfu {
                 if !s.tracks_init_done {
                     s.tracks_init_done = true;
                     let key = (s.cfg.group_id.clone(), s.cfg.call_id.clone());
-                    let publishers: Vec<SessionId> = self
+                    let publications: Vec<(SessionId, TrackKind)> = self
                         .calls
                         .get(&key)
                         .into_iter()
                         .flatten()
                         .filter(|p| *p != sid)
-                        .filter(|p| self.sessions.get(*p).is_some_and(|p| p.voice_mid.is_some()))
-                        .cloned()
+                        .filter_map(|p| self.sessions.get(p).map(|ps| (p, ps)))
+                        .flat_map(|(p, ps)| ps.published.iter().map(move |k| (p.clone(), *k)))
                         .collect();
                     if let Some(s) = self.sessions.get_mut(sid) {
-                        for source in publishers {
-                            s.pending_actions.push(TrackAction::Add {
-                                source,
-                                kind: TrackKind::Voice,
-                            });
+                        for (source, kind) in publications {
+                            s.pending_actions.push(TrackAction::Add { source, kind });
                         }
                     }
                     self.maybe_renegotiate(now, sid);
@@ -475,95 +503,13 @@ impl Sfu {
             Event::ChannelData(d) => self.channel_data(now, sid, d),
             Event::ChannelClose(id) if s.dc == Some(id) => s.dc = None,
             Event::RtpPacket(p) => self.rtp(now, sid, p),
+            Event::KeyframeRequest(r) => self.keyframe_requested(now, sid, r.mid),
+            Event::EgressBitrateEstimate(str0m::bwe::BweKind::Twcc { estimate, .. }) => {
+                self.estimate(now, sid, estimate.as_f64())
+            }
+            Event::MediaChanged(m) if !m.direction.is_receiving() => self.inbound_ended(now, sid, m.mid),
             Event::Closed => self.close_session(now, sid, "peer closed"),
             _ => {}
-        }
-    }
-
-    fn rtp(&mut self, now: Instant, sid: &SessionId, p: RtpPacket) {
-        let Some(s) = self.sessions.get_mut(sid) else {
-            return;
-        };
-        let Some(mid) = s.rtc.direct_api().stream_rx(&p.header.ssrc).map(|r| r.mid()) else {
-            return;
-        };
-        if s.rtc.media(mid).map(|m| m.kind()) != Some(MediaKind::Audio) {
-            return;
-        }
-        match s.voice_mid {
-            None => {
-                // rtcd's OnTrack: the voice track starts enabled and is offered to everyone
-                // whose tracks are initialised.
-                s.voice_mid = Some(mid);
-                s.voice_enabled = true;
-                self.cfg
-                    .metrics
-                    .rtp_tracks
-                    .get_or_create(&vec![
-                        ("groupID", s.cfg.group_id.0.clone()),
-                        ("direction", "in".into()),
-                        ("type", "audio/opus".into()),
-                    ])
-                    .inc();
-                tracing::debug!(session = %sid, %mid, "voice track started");
-                let peers = self.call_peers(sid);
-                for peer in peers {
-                    let Some(ps) = self.sessions.get_mut(&peer) else {
-                        continue;
-                    };
-                    if ps.tracks_init_done {
-                        ps.pending_actions.push(TrackAction::Add {
-                            source: sid.clone(),
-                            kind: TrackKind::Voice,
-                        });
-                        self.maybe_renegotiate(now, &peer);
-                    }
-                }
-            }
-            Some(v) if v != mid => return,
-            Some(_) => {}
-        }
-        let Some(s) = self.sessions.get_mut(sid) else {
-            return;
-        };
-        if let Some(level) = p.header.ext_vals.audio_level
-            && let Some(on) = s.vad.push(level.unsigned_abs(), now)
-        {
-            let msg = self.vad_message(sid, on);
-            self.out.push_back(msg);
-        }
-        let Some(s) = self.sessions.get(sid) else { return };
-        if !s.voice_enabled {
-            return;
-        }
-        let mut ext = p.header.ext_vals.clone();
-        ext.mid = None;
-        ext.rid = None;
-        ext.rid_repair = None;
-        ext.transport_cc = None;
-        let key = (sid.clone(), TrackKind::Voice);
-        for peer in self.call_peers(sid) {
-            let Some(ps) = self.sessions.get_mut(&peer) else {
-                continue;
-            };
-            let Some(t) = ps.out_tracks.get_mut(&key) else {
-                continue;
-            };
-            if !t.active {
-                continue;
-            }
-            let Some(seq) = t.seq.map(*p.seq_no) else { continue };
-            let (out_mid, pt) = (t.mid, t.pt);
-            let mut api = ps.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
-                continue;
-            };
-            tx.write_rtp(
-                RtpWrite::new(pt, seq.into(), p.header.timestamp, p.timestamp, p.payload.clone())
-                    .marker(p.header.marker)
-                    .ext_vals(ext.clone()),
-            );
-            self.mark_dirty(&peer);
         }
     }
 
@@ -763,28 +709,41 @@ impl Sfu {
             .observe(now.duration_since(started).as_secs_f64());
         s.offer_attempts = 0;
         let group = s.cfg.group_id.0.clone();
-        let opus = opus_pt(&s.rtc);
-        let mut added = 0;
+        let (opus, vp8, av1) = (
+            pt_for(&s.rtc, Codec::Opus),
+            pt_for(&s.rtc, Codec::Vp8),
+            pt_for(&s.rtc, Codec::Av1),
+        );
+        let track_gauge = |mime: &str, delta: i64| {
+            let labels = vec![
+                ("groupID", group.clone()),
+                ("direction", "out".into()),
+                ("type", mime.to_string()),
+            ];
+            metrics.rtp_tracks.get_or_create(&labels).inc_by(delta);
+        };
+        for t in s.out_tracks.values().filter(|t| t.removing && t.active) {
+            track_gauge(t.mime, -1);
+        }
         s.out_tracks.retain(|_, t| !t.removing);
-        for t in s.out_tracks.values_mut() {
-            if !t.active {
-                t.active = true;
-                t.pt = opus;
-                added += 1;
+        let mut activated = Vec::new();
+        for (key, t) in s.out_tracks.iter_mut().filter(|(_, t)| !t.active) {
+            t.active = true;
+            t.pt = opus.unwrap_or_else(|| Pt::from(111));
+            t.pt_vp8 = vp8;
+            t.pt_av1 = av1;
+            activated.push(key.clone());
+        }
+        for (source, kind) in activated {
+            self.activate_out_track(now, sid, &source, kind);
+            if let Some(t) = self
+                .sessions
+                .get(sid)
+                .and_then(|s| s.out_tracks.get(&(source, kind)))
+            {
+                track_gauge(t.mime, 1);
             }
         }
-        let out_labels = vec![
-            ("groupID", group),
-            ("direction", "out".into()),
-            ("type", "audio/opus".into()),
-        ];
-        let gauge = metrics.rtp_tracks.get_or_create(&out_labels);
-        gauge.inc_by(added);
-        let removed = actions
-            .iter()
-            .filter(|a| matches!(a, TrackAction::Remove { .. }))
-            .count();
-        gauge.dec_by(i64::try_from(removed).unwrap_or(0));
         self.mark_dirty(sid);
         self.maybe_renegotiate(now, sid);
         Ok(())
@@ -935,14 +894,19 @@ impl Sfu {
                         continue;
                     }
                     let track_id = format!("{}_{}_{}", kind.as_str(), source.0, random_suffix());
+                    let media = if kind.is_video() {
+                        MediaKind::Video
+                    } else {
+                        MediaKind::Audio
+                    };
                     let mid = api.add_media(
-                        MediaKind::Audio,
+                        media,
                         Direction::SendOnly,
                         Some(source.0.clone()),
                         Some(track_id),
                         None,
                     );
-                    s.out_tracks.insert(key, OutTrack::new(mid));
+                    s.out_tracks.insert(key, OutTrack::new(mid, *kind));
                 }
                 TrackAction::Remove { source, kind } => {
                     let Some(t) = s.out_tracks.get_mut(&(source.clone(), *kind)) else {
@@ -1023,37 +987,34 @@ impl Sfu {
         m.rtc_conn_states
             .get_or_create(&vec![("type", "closed".into())])
             .inc();
-        let track = |dir: &str| {
-            vec![
+        let track = |dir: &str, mime: &str, delta: i64| {
+            let labels = vec![
                 ("groupID", group.clone()),
                 ("direction", dir.into()),
-                ("type", "audio/opus".into()),
-            ]
+                ("type", mime.to_string()),
+            ];
+            m.rtp_tracks.get_or_create(&labels).inc_by(-delta);
         };
         if s.voice_mid.is_some() {
-            m.rtp_tracks.get_or_create(&track("in")).dec();
+            track("in", "audio/opus", 1);
         }
-        let active_out = s.out_tracks.values().filter(|t| t.active).count();
-        m.rtp_tracks
-            .get_or_create(&track("out"))
-            .dec_by(i64::try_from(active_out).unwrap_or(0));
-        // Everyone who received this session's tracks renegotiates them away.
-        if let Some(peers) = self.calls.get(&key).cloned() {
-            for peer in peers {
-                let Some(ps) = self.sessions.get_mut(&peer) else {
-                    continue;
-                };
-                ps.pending_actions
-                    .retain(|a| !matches!(a, TrackAction::Add { source, .. } if source == sid));
-                if ps.out_tracks.contains_key(&(sid.clone(), TrackKind::Voice)) {
-                    ps.pending_actions.push(TrackAction::Remove {
-                        source: sid.clone(),
-                        kind: TrackKind::Voice,
-                    });
-                    self.maybe_renegotiate(now, &peer);
-                }
+        if s.screen_audio_mid.is_some() {
+            track("in", "audio/opus", 1);
+        }
+        for source in s.video.values() {
+            for (codec, _) in source.streams.keys() {
+                track("in", super::session::mime(*codec), 1);
             }
         }
+        for t in s.out_tracks.values().filter(|t| t.active) {
+            track("out", t.mime, 1);
+        }
+        if self.screens.get(&key) == Some(sid) {
+            self.screens.remove(&key);
+        }
+        // Everyone who received this session's tracks renegotiates them away.
+        let published = s.published.clone();
+        self.unpublish(now, &key, sid, &published);
         self.out.push_back(SfuOutput::Signal {
             group_id: s.cfg.group_id.clone(),
             session_id: sid.clone(),
@@ -1084,13 +1045,12 @@ fn coalesce(actions: Vec<TrackAction>) -> Vec<TrackAction> {
 }
 
 /// The payload type this peer negotiated for Opus (111 unless the client chose otherwise).
-fn opus_pt(rtc: &Rtc) -> Pt {
+fn pt_for(rtc: &Rtc, codec: Codec) -> Option<Pt> {
     rtc.codec_config()
         .params()
         .iter()
-        .find(|p| p.spec().codec == str0m::format::Codec::Opus)
+        .find(|p| p.spec().codec == codec)
         .map(|p| p.pt())
-        .unwrap_or_else(|| Pt::from(111))
 }
 
 /// rtcd's 8 random characters in track IDs.

@@ -1,0 +1,581 @@
+//! Media within a call: classifying a publisher's tracks (voice, screen audio, screen, camera),
+//! announcing and withdrawing them, forwarding RTP to each viewer (codec and simulcast layer
+//! chosen per viewer, sequence numbers and timestamps kept continuous across switches), and
+//! keyframe requests (a new viewer, a switch, a viewer's PLI/FIR; at most one a second per
+//! source stream).
+
+use std::time::{Duration, Instant};
+
+use str0m::{
+    format::Codec,
+    media::{KeyframeRequestKind, MediaKind, Mid, Rid},
+    rtp::{RtpPacket, RtpWrite},
+};
+
+use super::Sfu;
+use crate::{
+    call::{
+        CallId, GroupId, SessionId,
+        session::{StreamSel, TrackAction, TrackKind, VideoSource, mime},
+    },
+    media::{
+        keyframe::{VideoCodec, is_keyframe},
+        simulcast::{Layer, LayerPolicy, RateMonitor},
+    },
+};
+
+/// rtcd forwards a viewer's keyframe request to the publisher at most this often per stream.
+pub(crate) const KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `{"<field>": "<id>"}` from a ScreenOn/VideoOn payload.
+pub(super) fn stream_id(data: &[u8], field: &str) -> Result<String, String> {
+    let v: std::collections::HashMap<String, String> =
+        serde_json::from_slice(data).map_err(|e| format!("failed to unmarshal {field} msg data: {e}"))?;
+    Ok(v.get(field).cloned().unwrap_or_default())
+}
+
+/// What a publisher offers for one video kind, summarised for choosing per viewer.
+#[derive(Debug, Clone, Copy, Default)]
+struct Offered {
+    vp8: bool,
+    av1: bool,
+    vp8_simulcast: bool,
+    av1_simulcast: bool,
+    publisher_av1: bool,
+}
+
+impl Offered {
+    fn of(src: &VideoSource, publisher_av1: bool) -> Self {
+        Self {
+            vp8: src.has_codec(VideoCodec::Vp8),
+            av1: src.has_codec(VideoCodec::Av1),
+            vp8_simulcast: src.simulcast(VideoCodec::Vp8),
+            av1_simulcast: src.simulcast(VideoCodec::Av1),
+            publisher_av1,
+        }
+    }
+
+    /// rtcd's codec rule: AV1 only when both ends joined with av1Support, else VP8.
+    fn codec_for(&self, viewer_av1: bool) -> Option<VideoCodec> {
+        if self.av1 && viewer_av1 && self.publisher_av1 {
+            Some(VideoCodec::Av1)
+        } else if self.vp8 {
+            Some(VideoCodec::Vp8)
+        } else {
+            None
+        }
+    }
+
+    fn simulcast(&self, codec: VideoCodec) -> bool {
+        match codec {
+            VideoCodec::Vp8 => self.vp8_simulcast,
+            VideoCodec::Av1 => self.av1_simulcast,
+        }
+    }
+}
+
+fn codec_of(pt_codec: Codec) -> Option<VideoCodec> {
+    match pt_codec {
+        Codec::Vp8 => Some(VideoCodec::Vp8),
+        Codec::Av1 => Some(VideoCodec::Av1),
+        _ => None,
+    }
+}
+
+impl Sfu {
+    fn call_key(&self, sid: &SessionId) -> Option<(GroupId, CallId)> {
+        self.sessions
+            .get(sid)
+            .map(|s| (s.cfg.group_id.clone(), s.cfg.call_id.clone()))
+    }
+
+    fn is_sharer(&self, sid: &SessionId) -> bool {
+        self.call_key(sid)
+            .is_some_and(|k| self.screens.get(&k) == Some(sid))
+    }
+
+    /// `ScreenOn`: this session shares its screen, with this stream ID.
+    pub(super) fn screen_on(&mut self, sid: &SessionId, data: &[u8]) -> Result<(), String> {
+        let id = stream_id(data, "screenStreamID")?;
+        let Some(key) = self.call_key(sid) else {
+            return Ok(());
+        };
+        if let Some(s) = self.sessions.get_mut(sid) {
+            s.screen_stream_id = Some(id);
+        }
+        match self.screens.get(&key) {
+            Some(other) if other != sid => {
+                Err("screen session should not be set: the call already has a sharer".into())
+            }
+            _ => {
+                self.screens.insert(key, sid.clone());
+                Ok(())
+            }
+        }
+    }
+
+    /// `ScreenOff`: the share ends; viewers' screen tracks are renegotiated away.
+    pub(super) fn screen_off(&mut self, now: Instant, sid: &SessionId) {
+        let Some(key) = self.call_key(sid) else { return };
+        if self.screens.get(&key) == Some(sid) {
+            self.screens.remove(&key);
+        }
+        if let Some(s) = self.sessions.get_mut(sid) {
+            s.screen_stream_id = None;
+            s.screen_audio_mid = None;
+            s.video.remove(&TrackKind::Screen);
+        }
+        self.unpublish(now, &key, sid, &[TrackKind::Screen, TrackKind::ScreenAudio]);
+    }
+
+    /// Announces a new publication to every viewer whose tracks are initialised.
+    fn publish(&mut self, now: Instant, sid: &SessionId, kind: TrackKind) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        if s.published.contains(&kind) {
+            return;
+        }
+        s.published.push(kind);
+        tracing::debug!(session = %sid, kind = kind.as_str(), "track published");
+        for peer in self.call_peers(sid) {
+            let Some(ps) = self.sessions.get_mut(&peer) else {
+                continue;
+            };
+            if ps.tracks_init_done {
+                ps.pending_actions.push(TrackAction::Add {
+                    source: sid.clone(),
+                    kind,
+                });
+                self.maybe_renegotiate(now, &peer);
+            }
+        }
+    }
+
+    /// Withdraws publications from every viewer.
+    pub(super) fn unpublish(
+        &mut self,
+        now: Instant,
+        key: &(GroupId, CallId),
+        sid: &SessionId,
+        kinds: &[TrackKind],
+    ) {
+        if let Some(s) = self.sessions.get_mut(sid) {
+            s.published.retain(|k| !kinds.contains(k));
+        }
+        let Some(peers) = self.calls.get(key).cloned() else {
+            return;
+        };
+        for peer in peers.iter().filter(|p| *p != sid) {
+            let Some(ps) = self.sessions.get_mut(peer) else {
+                continue;
+            };
+            ps.pending_actions.retain(
+                |a| !matches!(a, TrackAction::Add { source, kind } if source == sid && kinds.contains(kind)),
+            );
+            let mut changed = false;
+            for kind in kinds {
+                if ps.out_tracks.contains_key(&(sid.clone(), *kind)) {
+                    ps.pending_actions.push(TrackAction::Remove {
+                        source: sid.clone(),
+                        kind: *kind,
+                    });
+                    changed = true;
+                }
+            }
+            if changed {
+                self.maybe_renegotiate(now, peer);
+            }
+        }
+    }
+
+    /// A publisher's m-line stopped sending (track removed or renegotiated inactive).
+    pub(super) fn inbound_ended(&mut self, now: Instant, sid: &SessionId, mid: Mid) {
+        let Some(key) = self.call_key(sid) else { return };
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let mut ended = Vec::new();
+        if s.voice_mid == Some(mid) {
+            s.voice_mid = None;
+            ended.push(TrackKind::Voice);
+        }
+        if s.screen_audio_mid == Some(mid) {
+            s.screen_audio_mid = None;
+            ended.push(TrackKind::ScreenAudio);
+        }
+        for (kind, src) in s.video.iter_mut() {
+            src.streams.retain(|_, (m, _)| *m != mid);
+            if src.streams.is_empty() {
+                ended.push(*kind);
+            }
+        }
+        s.video.retain(|_, src| !src.streams.is_empty());
+        if !ended.is_empty() {
+            tracing::debug!(session = %sid, %mid, "publisher track ended");
+            self.unpublish(now, &key, sid, &ended);
+        }
+    }
+
+    /// One RTP packet from a publisher.
+    pub(super) fn rtp(&mut self, now: Instant, sid: &SessionId, p: RtpPacket) {
+        let is_sharer = self.is_sharer(sid);
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let (mid, rid) = {
+            let mut api = s.rtc.direct_api();
+            let Some(rx) = api.stream_rx(&p.header.ssrc) else {
+                return;
+            };
+            (rx.mid(), rx.rid())
+        };
+        let Some(media) = s.rtc.media(mid) else { return };
+        let (media_kind, stream) = (media.kind(), media.stream_id().to_string());
+        let group = s.cfg.group_id.0.clone();
+        let track_in = |mime: &str| {
+            vec![
+                ("groupID", group.clone()),
+                ("direction", "in".into()),
+                ("type", mime.to_string()),
+            ]
+        };
+        if media_kind == MediaKind::Audio {
+            let kind = if s.voice_mid == Some(mid) {
+                TrackKind::Voice
+            } else if s.screen_audio_mid == Some(mid) {
+                TrackKind::ScreenAudio
+            } else if is_sharer && s.screen_stream_id.as_deref() == Some(stream.as_str()) {
+                s.screen_audio_mid = Some(mid);
+                self.cfg
+                    .metrics
+                    .rtp_tracks
+                    .get_or_create(&track_in("audio/opus"))
+                    .inc();
+                self.publish(now, sid, TrackKind::ScreenAudio);
+                TrackKind::ScreenAudio
+            } else if s.voice_mid.is_none() {
+                // rtcd's OnTrack: the voice track starts enabled.
+                s.voice_mid = Some(mid);
+                s.voice_enabled = true;
+                self.cfg
+                    .metrics
+                    .rtp_tracks
+                    .get_or_create(&track_in("audio/opus"))
+                    .inc();
+                self.publish(now, sid, TrackKind::Voice);
+                TrackKind::Voice
+            } else {
+                return;
+            };
+            self.forward_audio(now, sid, kind, p);
+            return;
+        }
+        let Some(codec) = s
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|c| c.pt() == p.header.payload_type)
+            .and_then(|c| codec_of(c.spec().codec))
+        else {
+            self.cfg
+                .metrics
+                .net_dropped
+                .get_or_create(&vec![
+                    ("transport", "rtp".into()),
+                    ("reason", "undeclared_payload_type".into()),
+                ])
+                .inc();
+            return;
+        };
+        let kind = if is_sharer && s.screen_stream_id.as_deref() == Some(stream.as_str()) {
+            TrackKind::Screen
+        } else if s.video_stream_id.as_deref() == Some(stream.as_str()) {
+            TrackKind::Video
+        } else {
+            // rtcd: "received unexpected video track".
+            return;
+        };
+        let src = s.video.entry(kind).or_default();
+        let sel: StreamSel = (codec, rid);
+        let fresh = !src.streams.contains_key(&sel);
+        let window = rid
+            .as_deref()
+            .and_then(Layer::from_rid)
+            .unwrap_or(Layer::Low)
+            .window();
+        let entry = src
+            .streams
+            .entry(sel)
+            .or_insert_with(|| (mid, RateMonitor::new(window)));
+        entry.1.push(now, p.payload.len() + 12);
+        let offered = Offered::of(src, s.cfg.av1_support);
+        if fresh {
+            tracing::debug!(session = %sid, kind = kind.as_str(), ?codec, rid = ?rid, "video stream started");
+            self.cfg
+                .metrics
+                .rtp_tracks
+                .get_or_create(&track_in(mime(codec)))
+                .inc();
+        }
+        self.publish(now, sid, kind);
+        self.forward_video(now, sid, kind, sel, offered, p);
+    }
+
+    fn forward_audio(&mut self, now: Instant, sid: &SessionId, kind: TrackKind, p: RtpPacket) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        if kind == TrackKind::Voice {
+            if let Some(level) = p.header.ext_vals.audio_level
+                && let Some(on) = s.vad.push(level.unsigned_abs(), now)
+            {
+                let msg = self.vad_message(sid, on);
+                self.out.push_back(msg);
+            }
+            if !self.sessions.get(sid).is_some_and(|s| s.voice_enabled) {
+                return;
+            }
+        }
+        let mut ext = p.header.ext_vals.clone();
+        ext.mid = None;
+        ext.rid = None;
+        ext.rid_repair = None;
+        ext.transport_cc = None;
+        let key = (sid.clone(), kind);
+        for peer in self.call_peers(sid) {
+            let Some(ps) = self.sessions.get_mut(&peer) else {
+                continue;
+            };
+            let Some(t) = ps.out_tracks.get_mut(&key) else {
+                continue;
+            };
+            if !t.active || t.removing {
+                continue;
+            }
+            let Some((seq, ts)) = t.seq.map_with_time(*p.seq_no, p.header.timestamp) else {
+                continue;
+            };
+            let (out_mid, pt) = (t.mid, t.pt);
+            let mut api = ps.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
+                continue;
+            };
+            tx.write_rtp(
+                RtpWrite::new(pt, seq.into(), ts, p.timestamp, p.payload.clone())
+                    .marker(p.header.marker)
+                    .ext_vals(ext.clone()),
+            );
+            self.mark_dirty(&peer);
+        }
+    }
+
+    fn forward_video(
+        &mut self,
+        now: Instant,
+        sid: &SessionId,
+        kind: TrackKind,
+        sel: StreamSel,
+        offered: Offered,
+        p: RtpPacket,
+    ) {
+        let (codec, _) = sel;
+        let keyframe = is_keyframe(codec, &p.payload);
+        let mut ext = p.header.ext_vals.clone();
+        ext.mid = None;
+        ext.rid = None;
+        ext.rid_repair = None;
+        ext.transport_cc = None;
+        ext.audio_level = None;
+        ext.voice_activity = None;
+        let key = (sid.clone(), kind);
+        let mut wanted = false;
+        for peer in self.call_peers(sid) {
+            let Some(ps) = self.sessions.get_mut(&peer) else {
+                continue;
+            };
+            let viewer_av1 = ps.cfg.av1_support;
+            let estimate = ps.estimate_bps;
+            let Some(t) = ps.out_tracks.get_mut(&key) else {
+                continue;
+            };
+            if !t.active || t.removing {
+                continue;
+            }
+            // The stream this viewer should get: rtcd's codec rule, and its simulcast layer.
+            let Some(want_codec) = offered.codec_for(viewer_av1) else {
+                continue;
+            };
+            let want_rid = if offered.simulcast(want_codec) {
+                let policy = t
+                    .layers
+                    .get_or_insert_with(|| LayerPolicy::new(LayerPolicy::initial(estimate)));
+                Some(Rid::from(policy.current().rid()))
+            } else {
+                t.layers = None;
+                None
+            };
+            let want = (want_codec, want_rid);
+            if t.target != Some(want) {
+                t.target = Some(want);
+                t.mime = mime(want_codec);
+            }
+            if sel == want && t.current != Some(want) {
+                if keyframe {
+                    let had = t.current.is_some();
+                    t.current = Some(want);
+                    if had {
+                        t.seq.switch();
+                    }
+                    tracing::debug!(viewer = %peer, source = %sid, ?want, "viewer now on stream");
+                } else {
+                    wanted = true;
+                }
+            }
+            if t.current != Some(sel) {
+                continue;
+            }
+            let pt = match codec {
+                VideoCodec::Vp8 => t.pt_vp8,
+                VideoCodec::Av1 => t.pt_av1,
+            };
+            let Some(pt) = pt else { continue };
+            let Some((seq, ts)) = t.seq.map_with_time(*p.seq_no, p.header.timestamp) else {
+                continue;
+            };
+            let out_mid = t.mid;
+            let mut api = ps.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
+                continue;
+            };
+            tx.write_rtp(
+                RtpWrite::new(pt, seq.into(), ts, p.timestamp, p.payload.clone())
+                    .marker(p.header.marker)
+                    .ext_vals(ext.clone())
+                    .nackable(true),
+            );
+            self.mark_dirty(&peer);
+        }
+        if wanted {
+            self.request_keyframe(now, sid, kind, sel);
+        }
+    }
+
+    /// Asks a publisher for a keyframe on one stream, at most once a second.
+    fn request_keyframe(&mut self, now: Instant, source: &SessionId, kind: TrackKind, sel: StreamSel) {
+        let Some(s) = self.sessions.get_mut(source) else {
+            return;
+        };
+        let Some(mid) = s
+            .video
+            .get(&kind)
+            .and_then(|v| v.streams.get(&sel))
+            .map(|(m, _)| *m)
+        else {
+            return;
+        };
+        let rid = sel.1;
+        if s.keyframe_requests
+            .get(&(mid, rid))
+            .is_some_and(|t| now.duration_since(*t) < KEYFRAME_INTERVAL)
+        {
+            return;
+        }
+        s.keyframe_requests.insert((mid, rid), now);
+        if let Some(rx) = s.rtc.direct_api().stream_rx_by_mid(mid, rid) {
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+            self.cfg
+                .metrics
+                .rtc_keyframe_requests
+                .get_or_create(&vec![
+                    ("groupID", s.cfg.group_id.0.clone()),
+                    ("direction", "out".into()),
+                ])
+                .inc();
+        }
+        self.mark_dirty(source);
+    }
+
+    /// A viewer asked for a keyframe on one of its out-tracks: relay to the stream it gets.
+    pub(super) fn keyframe_requested(&mut self, now: Instant, viewer: &SessionId, mid: Mid) {
+        let Some(vs) = self.sessions.get(viewer) else {
+            return;
+        };
+        self.cfg
+            .metrics
+            .rtc_keyframe_requests
+            .get_or_create(&vec![
+                ("groupID", vs.cfg.group_id.0.clone()),
+                ("direction", "in".into()),
+            ])
+            .inc();
+        let found = vs
+            .out_tracks
+            .iter()
+            .find(|(_, t)| t.mid == mid)
+            .map(|((src, kind), t)| (src.clone(), *kind, t.current.or(t.target)));
+        if let Some((source, kind, Some(sel))) = found {
+            self.request_keyframe(now, &source, kind, sel);
+        }
+    }
+
+    /// A viewer's downlink estimate: reconsider its simulcast layers.
+    pub(super) fn estimate(&mut self, now: Instant, viewer: &SessionId, bps: f64) {
+        let Some(vs) = self.sessions.get_mut(viewer) else {
+            return;
+        };
+        vs.estimate_bps = Some(bps);
+        let tracks: Vec<(SessionId, TrackKind, VideoCodec)> = vs
+            .out_tracks
+            .iter()
+            .filter(|(_, t)| t.layers.is_some())
+            .filter_map(|((src, kind), t)| t.target.map(|(c, _)| (src.clone(), *kind, c)))
+            .collect();
+        for (source, kind, codec) in tracks {
+            let high = self
+                .sessions
+                .get(&source)
+                .and_then(|s| s.video.get(&kind))
+                .and_then(|v| v.rate(codec, Layer::High));
+            let Some(vs) = self.sessions.get_mut(viewer) else {
+                return;
+            };
+            let group = vs.cfg.group_id.0.clone();
+            let Some(t) = vs.out_tracks.get_mut(&(source.clone(), kind)) else {
+                continue;
+            };
+            let Some(policy) = t.layers.as_mut() else { continue };
+            if let Some(layer) = policy.decide(now, bps, high) {
+                let sel = (codec, Some(Rid::from(layer.rid())));
+                t.target = Some(sel);
+                tracing::debug!(%viewer, %source, layer = layer.rid(), estimate = bps, "simulcast layer change");
+                self.cfg
+                    .metrics
+                    .rtc_layer_switches
+                    .get_or_create(&vec![("groupID", group), ("layer", layer.rid().into())])
+                    .inc();
+                self.request_keyframe(now, &source, kind, sel);
+            }
+        }
+    }
+
+    /// A viewer's out-track was negotiated: screens ask the estimator to probe up to `h`.
+    pub(super) fn activate_out_track(
+        &mut self,
+        _now: Instant,
+        viewer: &SessionId,
+        _source: &SessionId,
+        kind: TrackKind,
+    ) {
+        if kind != TrackKind::Screen {
+            return;
+        }
+        if let Some(vs) = self.sessions.get_mut(viewer) {
+            vs.rtc
+                .bwe()
+                .set_bitrate(str0m::bwe::Bitrate::kbps(300), str0m::bwe::Bitrate::kbps(3000));
+            self.mark_dirty(viewer);
+        }
+    }
+}
