@@ -80,6 +80,9 @@ pub struct Metrics {
     pub rtc_keyframe_requests: Family<Labels, Counter>,
     /// `rtcd_rtc_layer_switches_total{groupID,layer}` (ours): simulcast switches per target layer.
     pub rtc_layer_switches: Family<Labels, Counter>,
+    /// `rtcd_rtc_nacks_total{groupID,direction}` (ours): NACKs received from viewers (in, each
+    /// answered from the retransmission buffer) and sent to publishers (out).
+    pub rtc_nacks: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -112,6 +115,7 @@ impl Metrics {
             net_dropped: Family::default(),
             rtc_keyframe_requests: Family::default(),
             rtc_layer_switches: Family::default(),
+            rtc_nacks: Family::default(),
         };
         let r = &mut registry;
         r.register(
@@ -198,6 +202,11 @@ impl Metrics {
             "rtc_layer_switches",
             "Simulcast layer switches, by the layer switched to",
             m.rtc_layer_switches.clone(),
+        );
+        r.register(
+            "rtc_nacks",
+            "NACKs received from viewers (in) and sent to publishers (out)",
+            m.rtc_nacks.clone(),
         );
         r.register_collector(Box::new(BuildInfo(VersionInfo::current())));
         r.register_collector(Box::new(ProcessCollector));

@@ -196,6 +196,8 @@ pub(crate) struct Session {
     pub(crate) keyframe_requests: HashMap<(Mid, Option<Rid>), Instant>,
     /// This session's downlink estimate (TWCC), bits per second.
     pub(crate) estimate_bps: Option<f64>,
+    /// Cumulative NACK counts last seen in str0m's stats, per (mid, rid, egress).
+    pub(crate) nacks_seen: HashMap<(Mid, Option<Rid>, bool), u64>,
     pub(crate) voice_enabled: bool,
     pub(crate) vad: VoiceDetector,
     /// (source session, kind) → what we forward to this session.

@@ -226,6 +226,7 @@ impl Sfu {
             .enable_av1(true)
             .set_send_buffer_video(self.cfg.nack_buffer_size.max(32))
             .enable_bwe(Some(str0m::bwe::Bitrate::kbps(250)))
+            .set_stats_interval(Some(std::time::Duration::from_secs(1)))
             .set_local_ice_credentials(creds.clone())
             .build(now);
         for c in self.local_candidates() {
@@ -266,6 +267,7 @@ impl Sfu {
                 published: Vec::new(),
                 keyframe_requests: HashMap::new(),
                 estimate_bps: None,
+                nacks_seen: HashMap::new(),
                 vad: Default::default(),
                 out_tracks: HashMap::new(),
                 pending_actions: Vec::new(),
@@ -504,6 +506,8 @@ impl Sfu {
             Event::ChannelClose(id) if s.dc == Some(id) => s.dc = None,
             Event::RtpPacket(p) => self.rtp(now, sid, p),
             Event::KeyframeRequest(r) => self.keyframe_requested(now, sid, r.mid),
+            Event::MediaEgressStats(st) => self.nack_stats(sid, (st.mid, st.rid, true), st.nacks),
+            Event::MediaIngressStats(st) => self.nack_stats(sid, (st.mid, st.rid, false), st.nacks),
             Event::EgressBitrateEstimate(str0m::bwe::BweKind::Twcc { estimate, .. }) => {
                 self.estimate(now, sid, estimate.as_f64())
             }

@@ -578,4 +578,25 @@ impl Sfu {
             self.mark_dirty(viewer);
         }
     }
+
+    /// Turns str0m's cumulative per-stream NACK counts into counter increments.
+    pub(super) fn nack_stats(&mut self, sid: &SessionId, key: (Mid, Option<Rid>, bool), total: u64) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let seen = s.nacks_seen.entry(key).or_insert(0);
+        let delta = total.saturating_sub(*seen);
+        *seen = total.max(*seen);
+        if delta > 0 {
+            let direction = if key.2 { "in" } else { "out" };
+            self.cfg
+                .metrics
+                .rtc_nacks
+                .get_or_create(&vec![
+                    ("groupID", s.cfg.group_id.0.clone()),
+                    ("direction", direction.into()),
+                ])
+                .inc_by(delta);
+        }
+    }
 }
