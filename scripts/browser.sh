@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Two headless Chromium pages running the Calls webapp's own RTCPeer (@mattermost/calls-common)
+# Headless Chromium pages running the Calls webapp's own RTCPeer (@mattermost/calls-common)
 # join one call through a relay that plays the plugin, against the reference rtcd and ours,
-# each inside its own network namespace (e2e/browser).
+# each scenario inside its own network namespace (e2e/browser).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-$HOME/.cache/rtcd-rs/target}"
 cargo build --locked -p rtcd --bin rtcd
 ref="$(e2e/compat/build-ref.sh)"
-e2e/browser/run.sh "$ref" rtcd-ref
-e2e/browser/run.sh "$target/debug/rtcd" rtcd-rs
+# audio, ice-tcp (UDP dropped by nftables), turn (coturn, relay-only), mixed (pion + Chromium).
+e2e/browser/run-scenarios.sh "$ref" rtcd-ref
+e2e/browser/run-scenarios.sh "$target/debug/rtcd" rtcd-rs

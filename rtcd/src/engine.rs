@@ -134,6 +134,14 @@ pub async fn run(
                 } => {
                     net.send(source, destination, &data);
                 }
+                SfuOutput::Transmit {
+                    proto: Protocol::Tcp,
+                    destination,
+                    data,
+                    ..
+                } => {
+                    net.tcp_conns().send(destination, &data);
+                }
                 SfuOutput::Transmit { .. } => {}
                 SfuOutput::Signal {
                     group_id,
