@@ -732,10 +732,17 @@ impl Sfu {
         s.out_tracks.retain(|_, t| !t.removing);
         let mut activated = Vec::new();
         for (key, t) in s.out_tracks.iter_mut().filter(|(_, t)| !t.active) {
+            // Only payload types the viewer accepted in its answer.
+            let accepted = s
+                .rtc
+                .media(t.mid)
+                .map(|m| m.remote_pts().to_vec())
+                .unwrap_or_default();
+            let ok = |pt: Option<Pt>| pt.filter(|p| accepted.is_empty() || accepted.contains(p));
             t.active = true;
             t.pt = opus.unwrap_or_else(|| Pt::from(111));
-            t.pt_vp8 = vp8;
-            t.pt_av1 = av1;
+            t.pt_vp8 = ok(vp8);
+            t.pt_av1 = ok(av1);
             activated.push(key.clone());
         }
         for (source, kind) in activated {

@@ -403,7 +403,9 @@ impl Sfu {
             if !t.active || t.removing {
                 continue;
             }
-            // The stream this viewer should get: rtcd's codec rule, and its simulcast layer.
+            // The stream this viewer should get: rtcd's codec rule (and what its answer accepted),
+            // and its simulcast layer.
+            let viewer_av1 = viewer_av1 && t.pt_av1.is_some();
             let Some(want_codec) = offered.codec_for(viewer_av1) else {
                 continue;
             };
