@@ -1068,3 +1068,44 @@ fn pt_for(rtc: &Rtc, codec: Codec) -> Option<Pt> {
 fn random_suffix() -> String {
     crate::auth::random_token(8).unwrap_or_else(|_| "00000000".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn add(s: &str, kind: TrackKind) -> TrackAction {
+        TrackAction::Add {
+            source: SessionId(s.into()),
+            kind,
+        }
+    }
+
+    fn remove(s: &str, kind: TrackKind) -> TrackAction {
+        TrackAction::Remove {
+            source: SessionId(s.into()),
+            kind,
+        }
+    }
+
+    #[test]
+    fn queued_changes_coalesce() {
+        let v = TrackKind::Voice;
+        // Added then removed before any offer: nothing to negotiate.
+        assert_eq!(coalesce(vec![add("a", v), remove("a", v)]), vec![]);
+        // Duplicates collapse; unrelated changes stay in order.
+        assert_eq!(
+            coalesce(vec![
+                add("a", v),
+                add("b", v),
+                add("a", v),
+                remove("c", TrackKind::Screen)
+            ]),
+            vec![add("a", v), add("b", v), remove("c", TrackKind::Screen)]
+        );
+        // A removal of something never added here is kept (it was negotiated earlier).
+        assert_eq!(
+            coalesce(vec![remove("a", v), add("a", v)]),
+            vec![remove("a", v), add("a", v)]
+        );
+    }
+}

@@ -602,3 +602,50 @@ impl Sfu {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offered(vp8: bool, av1: bool, publisher_av1: bool) -> Offered {
+        Offered {
+            vp8,
+            av1,
+            vp8_simulcast: false,
+            av1_simulcast: false,
+            publisher_av1,
+        }
+    }
+
+    #[test]
+    fn av1_only_when_both_ends_support_it() {
+        let both = offered(true, true, true);
+        assert_eq!(both.codec_for(true), Some(VideoCodec::Av1));
+        assert_eq!(
+            both.codec_for(false),
+            Some(VideoCodec::Vp8),
+            "VP8 fallback for viewers without AV1"
+        );
+        assert_eq!(
+            offered(true, true, false).codec_for(true),
+            Some(VideoCodec::Vp8),
+            "publisher without av1Support"
+        );
+        assert_eq!(
+            offered(false, true, true).codec_for(false),
+            None,
+            "AV1 only: nothing for a VP8 viewer"
+        );
+        assert_eq!(offered(true, false, true).codec_for(true), Some(VideoCodec::Vp8));
+    }
+
+    #[test]
+    fn stream_ids_from_screen_and_video_messages() {
+        assert_eq!(
+            stream_id(br#"{"screenStreamID":"abc"}"#, "screenStreamID"),
+            Ok("abc".into())
+        );
+        assert_eq!(stream_id(br#"{}"#, "videoStreamID"), Ok(String::new()));
+        assert!(stream_id(b"not json", "videoStreamID").is_err());
+    }
+}
