@@ -7,6 +7,7 @@ require (
 	github.com/mattermost/rtcd v1.2.6
 	github.com/pion/ice/v4 v4.2.0
 	github.com/pion/interceptor v0.1.44
+	github.com/pion/logging v0.2.4
 	github.com/pion/rtp v1.10.1
 	github.com/pion/webrtc/v4 v4.2.6
 	github.com/vmihailenco/msgpack/v5 v5.4.1
@@ -44,7 +45,6 @@ require (
 	github.com/philhofer/fwd v1.1.3-0.20240916144458-20a13a1f6b7c // indirect
 	github.com/pion/datachannel v1.6.0 // indirect
 	github.com/pion/dtls/v3 v3.1.2 // indirect
-	github.com/pion/logging v0.2.4 // indirect
 	github.com/pion/mdns/v2 v2.1.0 // indirect
 	github.com/pion/randutil v0.1.0 // indirect
 	github.com/pion/rtcp v1.2.16 // indirect

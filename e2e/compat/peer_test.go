@@ -3,6 +3,7 @@ package compat
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"sort"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/mattermost/rtcd/service/rtc/dc"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/logging"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 )
@@ -103,10 +105,74 @@ type peer struct {
 	sent      atomic.Int64
 	recv      atomic.Int64
 	recvOther atomic.Int64 // packets whose PT or tag was unexpected
+	// recvByTag counts the packets counted in recv by their first payload
+	// byte, i.e. by the sending peer's tag.
+	recvByTag [256]atomic.Int64
+
+	// Server offers: when the oldest unanswered one arrived (zero when all
+	// are answered) and how many answers this peer sent to them.
+	offerPendingSince time.Time
+	offerAnswersSent  int
+	// rx is what arrived per forwarded track (keyed by the track's SSRC):
+	// header SSRCs, payload types, first payload bytes.
+	rx map[uint32]*rxTrackStat
+}
+
+// rxTrackStat records every RTP packet read from one forwarded track.
+type rxTrackStat struct {
+	trackID, streamID string
+	ssrc              uint32
+	packets           int64
+	headerSSRCs       map[uint32]int64
+	pts               map[uint8]int64
+	sizes             map[int]int64
+	tags              map[byte]int64
+}
+
+func (r *rxTrackStat) String() string {
+	return fmt.Sprintf("track{id=%s stream=%s ssrc=%d packets=%d headerSSRCs=%v pts=%v sizes=%v tags=%s}",
+		r.trackID, r.streamID, r.ssrc, r.packets, r.headerSSRCs, r.pts, r.sizes, tagCounts(r.tags))
+}
+
+func tagCounts(m map[byte]int64) string {
+	keys := make([]int, 0, len(m))
+	for k := range m {
+		keys = append(keys, int(k))
+	}
+	sort.Ints(keys)
+	var sb strings.Builder
+	sb.WriteString("{")
+	for i, k := range keys {
+		if i > 0 {
+			sb.WriteString(" ")
+		}
+		if k >= 0x21 && k < 0x7f {
+			fmt.Fprintf(&sb, "%c:%d", k, m[byte(k)])
+		} else {
+			fmt.Fprintf(&sb, "0x%02x:%d", k, m[byte(k)])
+		}
+	}
+	sb.WriteString("}")
+	return sb.String()
+}
+
+// peerOptions are optional hooks for newPeerWith.
+type peerOptions struct {
+	// loggerFactory replaces pion's default logger factory.
+	loggerFactory logging.LoggerFactory
+	// wrapTrack, if set, wraps the peer's Opus track before it is added to
+	// the PeerConnection (p.track stays the TrackLocalStaticRTP that
+	// startRTP writes to).
+	wrapTrack func(*webrtc.TrackLocalStaticRTP) webrtc.TrackLocal
 }
 
 func newPeer(h *harness, name string, tag byte, speaking bool) (*peer, error) {
+	return newPeerWith(h, name, tag, speaking, peerOptions{})
+}
+
+func newPeerWith(h *harness, name string, tag byte, speaking bool, opts peerOptions) (*peer, error) {
 	p := &peer{
+		rx:          map[uint32]*rxTrackStat{},
 		h:           h,
 		name:        name,
 		tag:         tag,
@@ -142,6 +208,9 @@ func newPeer(h *harness, name string, tag byte, speaking bool) (*peer, error) {
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeTCP4})
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
+	if opts.loggerFactory != nil {
+		se.LoggerFactory = opts.loggerFactory
+	}
 
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(&m), webrtc.WithSettingEngine(se), webrtc.WithInterceptorRegistry(&reg))
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
@@ -168,7 +237,11 @@ func newPeer(h *harness, name string, tag byte, speaking bool) (*peer, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr, err := pc.AddTransceiverFromTrack(p.track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendrecv})
+	var local webrtc.TrackLocal = p.track
+	if opts.wrapTrack != nil {
+		local = opts.wrapTrack(p.track)
+	}
+	tr, err := pc.AddTransceiverFromTrack(local, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendrecv})
 	if err != nil {
 		return nil, err
 	}
@@ -384,6 +457,9 @@ func (p *peer) handleSDP(sd webrtc.SessionDescription, viaDC bool) error {
 			}
 		}
 		held := !viaDC && p.holdOffers.Load()
+		if p.offerPendingSince.IsZero() {
+			p.offerPendingSince = time.Now()
+		}
 		if held {
 			p.events = append(p.events, via+":offer(held)")
 		} else {
@@ -430,7 +506,19 @@ func (p *peer) answerOffer(sd webrtc.SessionDescription, viaDC bool) error {
 	if err != nil {
 		return fmt.Errorf("sending answer: %w", err)
 	}
+	p.mu.Lock()
+	p.offerAnswersSent++
+	p.offerPendingSince = time.Time{}
+	p.mu.Unlock()
 	return nil
+}
+
+// unansweredOffer reports since when a server offer has been waiting for
+// this peer's answer (zero if none).
+func (p *peer) unansweredOffer() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.offerPendingSince
 }
 
 // sendDCSDP sends a SessionDescription over the DataChannel: DC type 3 with
@@ -506,6 +594,7 @@ func (p *peer) onTrack(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		if err != nil {
 			return
 		}
+		p.noteRx(tr, pkt)
 		if p.anyOpus && pkt.PayloadType == opusPT && len(pkt.Payload) > 0 &&
 			(len(pkt.Payload) != rtpPayloadSize || pkt.Payload[0] != p.tag) {
 			p.recv.Add(1)
@@ -516,7 +605,44 @@ func (p *peer) onTrack(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 			continue
 		}
 		p.recv.Add(1)
+		p.recvByTag[pkt.Payload[0]].Add(1)
 	}
+}
+
+func (p *peer) noteRx(tr *webrtc.TrackRemote, pkt *rtp.Packet) {
+	ssrc := uint32(tr.SSRC())
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.rx[ssrc]
+	if st == nil {
+		st = &rxTrackStat{trackID: tr.ID(), streamID: tr.StreamID(), ssrc: ssrc,
+			headerSSRCs: map[uint32]int64{}, pts: map[uint8]int64{}, sizes: map[int]int64{}, tags: map[byte]int64{}}
+		p.rx[ssrc] = st
+	}
+	st.packets++
+	st.headerSSRCs[pkt.SSRC]++
+	st.pts[pkt.PayloadType]++
+	st.sizes[len(pkt.Payload)]++
+	if len(pkt.Payload) > 0 {
+		st.tags[pkt.Payload[0]]++
+	}
+}
+
+// rxStats returns a snapshot of what arrived per forwarded track.
+func (p *peer) rxStats() []rxTrackStat {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]rxTrackStat, 0, len(p.rx))
+	for _, st := range p.rx {
+		c := *st
+		c.headerSSRCs = maps.Clone(st.headerSSRCs)
+		c.pts = maps.Clone(st.pts)
+		c.sizes = maps.Clone(st.sizes)
+		c.tags = maps.Clone(st.tags)
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ssrc < out[j].ssrc })
+	return out
 }
 
 func (p *peer) onDCMessage(m webrtc.DataChannelMessage) {

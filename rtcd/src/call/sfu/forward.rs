@@ -240,6 +240,30 @@ impl Sfu {
                 ("type", mime.to_string()),
             ]
         };
+        let codec = s
+            .rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|c| c.pt() == p.header.payload_type)
+            .map(|c| c.spec().codec);
+        let declared = match media_kind {
+            MediaKind::Audio => codec == Some(Codec::Opus),
+            MediaKind::Video => codec.and_then(codec_of).is_some(),
+        };
+        if !declared {
+            // A payload type the m-line did not negotiate: never forwarded (rtcd would retype
+            // or stop the track).
+            self.cfg
+                .metrics
+                .net_dropped
+                .get_or_create(&vec![
+                    ("transport", "rtp".into()),
+                    ("reason", "undeclared_payload_type".into()),
+                ])
+                .inc();
+            return;
+        }
         if media_kind == MediaKind::Audio {
             let kind = if s.voice_mid == Some(mid) {
                 TrackKind::Voice
@@ -271,22 +295,7 @@ impl Sfu {
             self.forward_audio(now, sid, kind, p);
             return;
         }
-        let Some(codec) = s
-            .rtc
-            .codec_config()
-            .params()
-            .iter()
-            .find(|c| c.pt() == p.header.payload_type)
-            .and_then(|c| codec_of(c.spec().codec))
-        else {
-            self.cfg
-                .metrics
-                .net_dropped
-                .get_or_create(&vec![
-                    ("transport", "rtp".into()),
-                    ("reason", "undeclared_payload_type".into()),
-                ])
-                .inc();
+        let Some(codec) = codec.and_then(codec_of) else {
             return;
         };
         let kind = if is_sharer && s.screen_stream_id.as_deref() == Some(stream.as_str()) {
