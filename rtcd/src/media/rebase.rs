@@ -30,7 +30,8 @@ impl SeqRebase {
 
     /// The next source packet comes from a different stream: continue from here.
     pub fn switch(&mut self) {
-        self.rebase_next = true;
+        // Before the first packet there is nothing to continue from.
+        self.rebase_next = self.seq_offset.is_some();
     }
 
     /// The outgoing extended sequence number for `src`, or `None` for a packet older than the
@@ -87,6 +88,14 @@ mod tests {
         // Another layer, with unrelated numbers.
         assert_eq!(r.map_with_time(9000, 42), Some((3, 1_006_000)));
         assert_eq!(r.map_with_time(9001, 3042), Some((4, 1_009_000)));
+    }
+
+    #[test]
+    fn a_switch_before_the_first_packet_changes_nothing() {
+        let mut r = SeqRebase::with_frame_ticks(3000);
+        r.switch();
+        assert_eq!(r.map_with_time(100, 5000), Some((1, 5000)));
+        assert_eq!(r.map_with_time(101, 5000), Some((2, 5000)), "same frame, same timestamp");
     }
 
     #[test]

@@ -434,11 +434,9 @@ impl Sfu {
             }
             if sel == want && t.current != Some(want) {
                 if keyframe {
-                    let had = t.current.is_some();
                     t.current = Some(want);
-                    if had {
-                        t.seq.switch();
-                    }
+                    // Continue the out-stream where it was (a no-op before its first packet).
+                    t.seq.switch();
                     tracing::debug!(viewer = %peer, source = %sid, ?want, "viewer now on stream");
                 } else {
                     wanted = true;
@@ -560,6 +558,11 @@ impl Sfu {
             if let Some(layer) = policy.decide(now, bps, high) {
                 let sel = (codec, Some(Rid::from(layer.rid())));
                 t.target = Some(sel);
+                if layer == Layer::Low {
+                    // Going down means the link is congested: stop the high layer now so the
+                    // low layer's keyframe gets through sooner.
+                    t.current = None;
+                }
                 tracing::debug!(%viewer, %source, layer = layer.rid(), estimate = bps, "simulcast layer change");
                 self.cfg
                     .metrics
