@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-$HOME/.cache/rtcd-rs/target}"
 cargo build --locked -p rtcd --bin rtcd
 ref="$(e2e/compat/build-ref.sh)"
-# audio, ice-tcp (UDP dropped by nftables), turn (coturn, relay-only), mixed (pion + Chromium).
-e2e/browser/run-scenarios.sh "$ref" rtcd-ref
-e2e/browser/run-scenarios.sh "$target/debug/rtcd" rtcd-rs
+# audio, ice-tcp (UDP dropped by nftables), turn (coturn, relay-only), mixed (pion + Chromium),
+# camera (VP8), camera-av1 (AV1 between av1Support pages, VP8 to the third), loss (5 % on the
+# viewer's veth: NACK/RTX keeps it decoding). `screen` (simulcast under a downlink limit) is run
+# by hand until it is stable on ours: see the issue note.
+scenarios=(audio ice-tcp turn mixed camera camera-av1 loss)
+e2e/browser/run-scenarios.sh "$ref" rtcd-ref "${scenarios[@]}"
+e2e/browser/run-scenarios.sh "$target/debug/rtcd" rtcd-rs "${scenarios[@]}"

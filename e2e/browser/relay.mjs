@@ -5,10 +5,14 @@
 // RTCD_ADMIN_KEY, or by self-registration when that is empty), opens
 // ws(s)://host/ws with Basic auth, and speaks the binary protocol: every frame
 // is two concatenated msgpack values, the message type (str) and its data.
-//   page "join"  -> rtcd join {callID,userID,sessionID,channelID,av1Support,dcSignaling}
+//   page "join" {av1Support?} -> rtcd join {callID,userID,sessionID,channelID,av1Support,dcSignaling}
+//     (av1Support is what the page asks for, false by default, like the webapp's joinData)
 //   page "sdp"   -> zlib-inflated JSON {"type","sdp"} -> rtc.Message type 2
 //   page "ice"   -> JSON RTCIceCandidateInit          -> rtc.Message type 1
 //   page "mute"/"unmute" -> rtc.Message type 3/4
+//   page "screen_on" {data: '{"screenStreamID":…}'} / "screen_off" -> rtc.Message type 5/6
+//   page "video_on" {data: '{"videoStreamID":…}'} / "video_off"    -> rtc.Message type 9/10
+//     (the plugin relays the webapp's JSON string unchanged as the data bytes)
 //   page WS closed -> rtcd leave {sessionID}
 //   rtcd rtc (SDP/ICE) -> page "signal" {data: the JSON string}, which the page
 //   hands to calls-common's RTCPeer.signal() as the webapp does.
@@ -57,7 +61,7 @@ const turnURL = process.env.TURN_URL || '';
 const turnSecret = process.env.TURN_SECRET || '';
 const turnTTLSeconds = 3600;
 
-const RTC = {ICE: 1, SDP: 2, MUTE: 3, UNMUTE: 4, VOICE_ON: 7, VOICE_OFF: 8};
+const RTC = {ICE: 1, SDP: 2, MUTE: 3, UNMUTE: 4, SCREEN_ON: 5, SCREEN_OFF: 6, VOICE_ON: 7, VOICE_OFF: 8, VIDEO_ON: 9, VIDEO_OFF: 10};
 
 function fatal(msg) {
     log('FATAL:', msg);
@@ -144,7 +148,7 @@ function rtcMessage(sessionID, type, data) {
 function sdpSummary(json) {
     try {
         const sd = JSON.parse(json);
-        const mlines = (sd.sdp || '').split(/\r?\n/).filter((l) => l.startsWith('m=') || /^a=(sendrecv|sendonly|recvonly|inactive|mid:|ice-lite)/.test(l));
+        const mlines = (sd.sdp || '').split(/\r?\n/).filter((l) => l.startsWith('m=') || /^a=(sendrecv|sendonly|recvonly|inactive|mid:|ice-lite|simulcast:|rid:)/.test(l));
         return `${sd.type} [${mlines.join(' | ')}]`;
     } catch (e) {
         return `unparsable SDP JSON (${e.message})`;
@@ -278,7 +282,7 @@ function onPageConnection(ws, req) {
             sessionID = newID();
             const userID = newID();
             sessions.set(sessionID, {label, ws, userID});
-            const join = {callID, userID, sessionID, channelID, av1Support: false, dcSignaling: false};
+            const join = {callID, userID, sessionID, channelID, av1Support: msg.av1Support === true, dcSignaling: false};
             log(`-> rtcd join for ${label}: ${JSON.stringify(join)}`);
             sendRTCD('join', join);
             const iceServers = iceServersFor(sessionID);
@@ -319,6 +323,19 @@ function onPageConnection(ws, req) {
             log(`-> rtcd rtc ${msg.type} from ${label}`);
             sendRTCD('rtc', rtcMessage(sessionID, msg.type === 'mute' ? RTC.MUTE : RTC.UNMUTE, null));
             break;
+        case 'screen_on':
+        case 'screen_off':
+        case 'video_on':
+        case 'video_off': {
+            if (!sessionID) {
+                return;
+            }
+            const type = {screen_on: RTC.SCREEN_ON, screen_off: RTC.SCREEN_OFF, video_on: RTC.VIDEO_ON, video_off: RTC.VIDEO_OFF}[msg.type];
+            const data = typeof msg.data === 'string' ? new TextEncoder().encode(msg.data) : null;
+            log(`-> rtcd rtc ${msg.type} (type ${type}) from ${label}${data ? ': ' + msg.data : ''}`);
+            sendRTCD('rtc', rtcMessage(sessionID, type, data));
+            break;
+        }
         case 'leave':
             ws.close();
             break;

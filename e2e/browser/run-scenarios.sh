@@ -5,7 +5,8 @@
 #
 #   e2e/browser/run-scenarios.sh <path-to-server-binary> <label> [scenario...]
 #
-# Default scenarios: audio ice-tcp turn mixed. Exit 0 when all passed, 1 when
+# Default scenarios: audio ice-tcp turn mixed camera camera-av1 screen loss.
+# Exit 0 when all passed, 1 when
 # any failed, 2 for usage errors.
 set -uo pipefail
 
@@ -19,7 +20,7 @@ label="$2"
 shift 2
 scenarios=("$@")
 if [[ ${#scenarios[@]} -eq 0 ]]; then
-	scenarios=(audio ice-tcp turn mixed)
+	scenarios=(audio ice-tcp turn mixed camera camera-av1 screen loss)
 fi
 
 failed=()

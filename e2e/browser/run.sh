@@ -13,6 +13,15 @@
 #   turn     the same through coturn on 127.0.0.1:3478 (TURN REST secret)
 #            with iceTransportPolicy "relay"
 #   mixed    one page and one pion peer (e2e/compat TestMixedPeer) in a call
+#   camera   page A's fake camera (VideoOn, VP8) decoded by page B
+#   camera-av1  A and B join with av1Support, A's camera goes out as AV1 plus
+#            a VP8 fallback; B decodes AV1, page C (no av1Support) VP8
+#   screen   A shares a canvas "screen" with simulcast l/h; B runs in a second
+#            network namespace behind a veth (198.18.0.1 <-> 198.18.0.2), and a
+#            tc tbf limit on the server side of the veth moves B to l; lifted,
+#            B must return to h
+#   loss     camera, with 5% of the UDP towards B dropped (nftables, on the
+#            veth); B keeps decoding and sends NACKs
 # Every scenario but audio ends with "PASS [label] <scenario> (..)" or
 # "FAIL [label] <scenario> ..".
 #
@@ -31,15 +40,15 @@
 set -euo pipefail
 
 if [[ $# -lt 2 || $# -gt 3 ]]; then
-	echo "usage: $0 <path-to-server-binary> <label> [audio|ice-tcp|turn|mixed]" >&2
+	echo "usage: $0 <path-to-server-binary> <label> [audio|ice-tcp|turn|mixed|camera|camera-av1|screen|loss]" >&2
 	exit 2
 fi
 server_bin="$(readlink -f "$1")"
 label="$2"
 scenario="${3:-${E2E_SCENARIO:-audio}}"
 case "$scenario" in
-audio | ice-tcp | turn | mixed) ;;
-*) echo "run: unknown scenario $scenario (audio, ice-tcp, turn, mixed)" >&2; exit 2 ;;
+audio | ice-tcp | turn | mixed | camera | camera-av1 | screen | loss) ;;
+*) echo "run: unknown scenario $scenario (audio, ice-tcp, turn, mixed, camera, camera-av1, screen, loss)" >&2; exit 2 ;;
 esac
 [[ -x "$server_bin" ]] || { echo "run: $1 is not an executable file" >&2; exit 2; }
 [[ "$label" =~ ^[A-Za-z0-9._-]+$ ]] || { echo "run: label must match [A-Za-z0-9._-]+" >&2; exit 2; }
@@ -121,6 +130,43 @@ if [[ "$SCENARIO" == turn ]]; then
 	echo "run: coturn (turnserver) listening on 127.0.0.1:3478" >&2
 fi
 
+# screen, loss: page B's Chromium lives in a second network namespace, held
+# by a sleeping process, joined to this one by a veth pair: e2e-s here
+# (198.18.0.1/30, where rtcd, its ICE ports and the relay are also reachable)
+# and e2e-b there (198.18.0.2/30, plus its own lo). 198.18.0.0/15 is the
+# benchmarking range; both ends exist only inside these namespaces. test.mjs
+# shapes e2e-s (B's downlink): tc tbf (screen), nftables loss (loss). The
+# interfaces are up before the server starts, so rtcd has a candidate on each.
+b_holder_pid=""
+b_env=()
+if [[ "$SCENARIO" == screen || "$SCENARIO" == loss ]]; then
+	unshare -n sleep 600 &
+	b_holder_pid=$!
+	b_ns="/proc/$b_holder_pid/ns/net"
+	for _ in $(seq 1 50); do # until the holder is in its own namespace
+		[[ "$(readlink "$b_ns" 2>/dev/null)" != "$(readlink /proc/self/ns/net)" ]] && break
+		sleep 0.05
+	done
+	if ! { ip link add e2e-s type veth peer name e2e-b &&
+		ip link set e2e-b netns "$b_holder_pid" &&
+		ip addr add 198.18.0.1/30 dev e2e-s && ip link set e2e-s up &&
+		nsenter --net="$b_ns" ip link set lo up &&
+		nsenter --net="$b_ns" ip addr add 198.18.0.2/30 dev e2e-b &&
+		nsenter --net="$b_ns" ip link set e2e-b up; }; then
+		echo "run: could not set up B's namespace and the veth pair" >&2
+		kill "$b_holder_pid" 2>/dev/null
+		exit 93
+	fi
+	for _ in $(seq 1 30); do
+		ip -o link show e2e-s | grep -q 'state UP' && break
+		sleep 0.1
+	done
+	printf '#!/bin/sh\n# Chromium for page B, inside B'"'"'s network namespace.\nexec nsenter --net=%s -- /usr/bin/chromium "$@"\n' "$b_ns" >"$RUN_DIR/chromium-b.sh"
+	chmod +x "$RUN_DIR/chromium-b.sh"
+	b_env=(E2E_B_CHROMIUM="$RUN_DIR/chromium-b.sh" E2E_B_RELAY_URL="http://198.18.0.1:$RELAY_PORT" E2E_SHAPE_DEV=e2e-s)
+	echo "run: page B's namespace (holder pid $b_holder_pid): e2e-b 198.18.0.2/30 <-> e2e-s 198.18.0.1/30 here" >&2
+fi
+
 env -i PATH="$PATH" HOME="$HOME" \
 	RTCD_API_HTTP_LISTENADDRESS="127.0.0.1:$HTTP_PORT" \
 	RTCD_API_SECURITY_ENABLEADMIN=true \
@@ -153,6 +199,7 @@ cleanup() {
 	stop_pid "$relay_pid" relay
 	stop_pid "$server_pid" server
 	stop_pid "$turn_pid" turnserver
+	stop_pid "$b_holder_pid" "B's namespace holder"
 }
 
 # Wait (bounded) for GET /version to answer 200.
@@ -184,13 +231,18 @@ turn_env=()
 if [[ "$SCENARIO" == turn ]]; then
 	turn_env=(TURN_URL="turn:127.0.0.1:3478" TURN_SECRET="$TURN_SECRET")
 fi
-env "${turn_env[@]}" RTCD_URL="http://127.0.0.1:$HTTP_PORT" RTCD_ADMIN_KEY="$ADMIN_KEY" RELAY_ADDR="127.0.0.1:$RELAY_PORT" \
+relay_addr="127.0.0.1:$RELAY_PORT"
+if [[ -n "$b_holder_pid" ]]; then
+	relay_addr="0.0.0.0:$RELAY_PORT" # lo and e2e-s: pages A (127.0.0.1) and B (198.18.0.1)
+fi
+env "${turn_env[@]}" RTCD_URL="http://127.0.0.1:$HTTP_PORT" RTCD_ADMIN_KEY="$ADMIN_KEY" RELAY_ADDR="$relay_addr" \
 	RELAY_CLIENT_ID="$RELAY_CLIENT_ID" RELAY_AUTH_KEY="$RELAY_AUTH_KEY" \
 	node "$HERE/relay.mjs" >"$RUN_DIR/relay.log" 2>&1 &
 relay_pid=$!
 
 t0=$(date +%s%N)
 # Playwright's pw:browser debug channel carries Chromium's stdout/stderr.
+env "${b_env[@]}" E2E_LABEL="$LABEL" \
 RELAY_URL="http://127.0.0.1:$RELAY_PORT" RUN_DIR="$RUN_DIR" DEBUG=pw:browser E2E_SCENARIO="$SCENARIO" \
 	RTCD_URL="http://127.0.0.1:$HTTP_PORT" COMPAT_TEST_BIN="$COMPAT_TEST_BIN" \
 	RELAY_CLIENT_ID="$RELAY_CLIENT_ID" RELAY_AUTH_KEY="$RELAY_AUTH_KEY" \
@@ -216,7 +268,7 @@ else
 fi
 t_start=$(date +%s%N)
 set +e
-RUN_DIR="$run_dir" SERVER_BIN="$server_bin" ADMIN_KEY="$admin_key" HERE="$here" SCENARIO="$scenario" \
+RUN_DIR="$run_dir" SERVER_BIN="$server_bin" ADMIN_KEY="$admin_key" HERE="$here" SCENARIO="$scenario" LABEL="$label" \
 	RELAY_CLIENT_ID="$relay_client_id" RELAY_AUTH_KEY="$relay_auth_key" TURN_SECRET="$turn_secret" \
 	COMPAT_TEST_BIN="$compat_test_bin" \
 	HTTP_PORT="${RTCD_HTTP_PORT:-8045}" ICE_PORT="${RTCD_ICE_PORT:-8443}" RELAY_PORT="${RELAY_PORT:-8099}" \

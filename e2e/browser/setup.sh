@@ -7,6 +7,10 @@
 #       ice-tcp  Debian's nftables (/usr/sbin/nft), to drop UDP in the namespace
 #       turn     Debian's coturn (/usr/bin/turnserver); its service is never
 #                started (run.sh runs turnserver itself, inside the namespace)
+#       screen   iproute2 (ip, tc: the veth to B's namespace, the tbf limit) and
+#                util-linux (nsenter: B's Chromium in its namespace)
+#       loss     the same, and nftables (the 5% UDP drop towards B; this
+#                kernel has no netem qdisc)
 # playwright-core never downloads a browser: the test drives /usr/bin/chromium.
 #
 #   setup.sh [scenario...]
@@ -50,6 +54,9 @@ for scenario in "$@"; do
 	case "$scenario" in
 	ice-tcp) PATH="$PATH:/usr/sbin:/sbin" apt_install nft nftables ;;
 	turn) apt_install turnserver coturn ;;
+	screen) PATH="$PATH:/usr/sbin:/sbin" apt_install tc iproute2; apt_install nsenter util-linux ;;
+	loss) PATH="$PATH:/usr/sbin:/sbin" apt_install tc iproute2; apt_install nsenter util-linux
+		PATH="$PATH:/usr/sbin:/sbin" apt_install nft nftables ;;
 	*) ;;
 	esac
 done

@@ -20,9 +20,14 @@
 //            binary in COMPAT_TEST_BIN) in one call: the page's inbound audio
 //            packets must grow, and the pion peer must count growing Opus
 //            packets from the page
-// A new scenario (camera, screen share) is one more entry: the pages to open,
-// the options handed to the page's e2eJoin, and per-page checks on the
-// e2eStats samples (which already carry inboundVideo/outboundVideo).
+//   camera, camera-av1, screen, loss
+//            video scenarios (video.mjs): each has its own flow and pass rule
+//            after the pages have joined; screen and loss run page B in a
+//            second Chromium inside B's own network namespace (E2E_B_CHROMIUM,
+//            E2E_B_RELAY_URL) and shape its downlink (E2E_SHAPE_DEV)
+// A new scenario is one more entry: the pages to open, the options handed to
+// the page's e2eJoin (pageOptions, perPageOptions), and either a judge over
+// the e2eStats samples or a flow(pages) that sets the verdict.
 //
 // Page console output goes to $RUN_DIR/browser.log; run.sh sets
 // DEBUG=pw:browser so Chromium's own stderr lands in chromium.log.
@@ -43,6 +48,8 @@ import readline from 'node:readline';
 
 import {chromium} from 'playwright-core';
 
+import {shaping, videoScenarios, videoSummary} from './video.mjs';
+
 const relayURL = (process.env.RELAY_URL || 'http://127.0.0.1:8099').replace(/\/+$/, '');
 const runDir = process.env.RUN_DIR || fs.mkdtempSync('/tmp/rtcd-browser-');
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -50,6 +57,12 @@ const statsSeconds = Number(process.env.E2E_STATS_SECONDS || 20);
 const fakeAudio = process.env.E2E_FAKE_AUDIO || 'wav';
 const scenarioName = process.env.E2E_SCENARIO || 'audio';
 const browserLog = path.join(runDir, 'browser.log');
+// Video scenarios with B in its own namespace (screen, loss): run.sh sets these.
+const bChromium = process.env.E2E_B_CHROMIUM || '';
+const bRelayURL = (process.env.E2E_B_RELAY_URL || '').replace(/\/+$/, '');
+const shapeDev = process.env.E2E_SHAPE_DEV || '';
+const rtcdURL = (process.env.RTCD_URL || 'http://127.0.0.1:8045').replace(/\/+$/, '');
+const serverLabel = process.env.E2E_LABEL || '';
 
 const t0 = Date.now();
 const elapsed = () => ((Date.now() - t0) / 1000).toFixed(1);
@@ -110,6 +123,8 @@ const args = [
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
     '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
     '--autoplay-policy=no-user-gesture-required', '--allow-loopback-in-peer-connection',
+    // getDisplayMedia without a picker (the fake 1280x720 screen), for E2E_SCREEN_SOURCE=display.
+    '--auto-select-desktop-capture-source=Entire screen',
 ];
 // Audio processing is off so the sine reaches the encoder unchanged (noise
 // suppression flattens a steady tone); with the built-in beep keep the
@@ -158,6 +173,13 @@ const SCENARIOS = {
         judge: judgePackets,
         passReason: 'the page receives growing inbound audio packets from the pion peer, and the pion peer growing Opus packets from the page',
     },
+    // camera, camera-av1, screen, loss (video.mjs): each has a flow that sets the verdict.
+    ...videoScenarios({
+        out, sleep, bounded, statsSeconds, shapeDev, rtcdURL, serverLabel,
+        setVerdict: (pass, reason) => {
+            verdict = {pass, reason};
+        },
+    }),
 };
 
 // --- the pion peer (scenario mixed) ---------------------------------------------------
@@ -215,6 +237,7 @@ function startPion(status) {
 }
 
 let context = null;
+let contextB = null;
 let pion = null;
 let verdict = {pass: false, reason: 'not run'};
 
@@ -246,22 +269,45 @@ async function main() {
     }), 35000, 'chromium launch');
     out(`chromium launched in ${Date.now() - tl} ms (${executablePath}, fake audio: ${fakeAudio})`);
 
+    // Pages listed in sc.netnsPages run in a second Chromium inside B's own
+    // network namespace (run.sh: E2E_B_CHROMIUM wraps chromium in nsenter),
+    // reaching the relay and rtcd over the veth at E2E_B_RELAY_URL.
+    if (sc.netnsPages) {
+        if (!bChromium || !bRelayURL) {
+            throw new Error('scenario needs E2E_B_CHROMIUM and E2E_B_RELAY_URL (run.sh sets them up)');
+        }
+        const udd = fs.mkdtempSync(path.join(runDir, 'chromium-profile-b-'));
+        const tb = Date.now();
+        contextB = await bounded(chromium.launchPersistentContext(udd, {
+            executablePath: bChromium,
+            headless: true,
+            args: [...args, `--unsafely-treat-insecure-origin-as-secure=${bRelayURL}`],
+            timeout: 30000,
+        }), 35000, 'chromium (namespace B) launch');
+        out(`chromium for page(s) ${sc.netnsPages.join(',')} launched in B's namespace in ${Date.now() - tb} ms (${bChromium}), relay ${bRelayURL}`);
+    }
     const pages = [];
     for (const label of sc.pages) {
-        const page = pages.length === 0 && context.pages().length > 0 ? context.pages()[0] : await context.newPage();
+        const inB = sc.netnsPages?.includes(label);
+        const ctx = inB ? contextB : context;
+        const fresh = ctx.pages().length > 0 && !ctx.e2eUsed ? ctx.pages()[0] : null;
+        ctx.e2eUsed = true;
+        const page = fresh || await ctx.newPage();
         page.on('console', (m) => blog(`page ${label} console.${m.type()}: ${m.text()}`));
         page.on('pageerror', (e) => blog(`page ${label} pageerror: ${e.message}`));
         page.on('crash', () => blog(`page ${label} CRASHED`));
-        await page.goto(`${relayURL}/page.html`, {timeout: 10000});
-        pages.push({label, page});
+        const base = inB ? bRelayURL : relayURL;
+        await page.goto(`${base}/page.html`, {timeout: 10000});
+        pages.push({label, page, base});
     }
 
     // Join A, wait until its RTCPeer is connected, then B (the Go compat
     // harness does the same order).
     for (const p of pages) {
-        const wsURL = relayURL.replace(/^http/, 'ws') + `/signal?label=${p.label}`;
-        p.sessionID = await bounded(p.page.evaluate(([l, u, c, o]) => window.e2eJoin(l, u, c, o), [p.label, wsURL, audioConstraints, sc.pageOptions]), 15000, `join ${p.label}`);
-        out(`page ${p.label} joined as session ${p.sessionID}`);
+        const wsURL = p.base.replace(/^http/, 'ws') + `/signal?label=${p.label}`;
+        const opts = {...sc.pageOptions, ...(sc.perPageOptions?.[p.label] || {})};
+        p.sessionID = await bounded(p.page.evaluate(([l, u, c, o]) => window.e2eJoin(l, u, c, o), [p.label, wsURL, audioConstraints, opts]), 15000, `join ${p.label}`);
+        out(`page ${p.label} joined as session ${p.sessionID}${Object.keys(opts).length ? ' with options ' + JSON.stringify(opts) : ''}`);
         if (sc.needsIceServers) {
             const s = await p.page.evaluate(() => window.e2eState());
             if (!s.rtcConfig || s.rtcConfig.iceServers.length === 0) {
@@ -287,6 +333,19 @@ async function main() {
             }
             return pion.connected;
         });
+    }
+
+    if (sc.flow) {
+        // Video scenarios: their own steps and pass rule.
+        try {
+            await sc.flow(pages);
+        } finally {
+            await videoSummary(pages, {out, bounded});
+        }
+        for (const p of pages) {
+            await p.page.evaluate(() => window.e2eLeave()).catch(() => {});
+        }
+        return;
     }
 
     // Sample getStats once a second.
@@ -404,5 +463,9 @@ if (pion && pion.exitCode === null) {
 if (context) {
     await bounded(context.close(), 10000, 'chromium close').catch((e) => out(`closing chromium: ${e.message}`));
 }
+if (contextB) {
+    await bounded(contextB.close(), 10000, 'chromium (B) close').catch((e) => out(`closing chromium (B): ${e.message}`));
+}
+await shaping.clear().catch((e) => out(`clearing the network shaping: ${e.message}`));
 out(`${verdict.pass ? 'PASS' : 'FAIL'}: ${verdict.reason}`);
 process.exit(code);

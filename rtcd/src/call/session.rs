@@ -21,6 +21,7 @@ use crate::{
         rebase::SeqRebase,
         simulcast::{Layer, LayerPolicy, RateMonitor},
         vad::VoiceDetector,
+        vp8::PictureIdRewrite,
     },
 };
 
@@ -115,6 +116,11 @@ pub(crate) struct OutTrack {
     pub(crate) layers: Option<LayerPolicy>,
     /// The `type` label of `rtcd_rtc_rtp_tracks_total`.
     pub(crate) mime: &'static str,
+    /// VP8 PictureID/TL0PICIDX continuity across switches.
+    pub(crate) vp8: PictureIdRewrite,
+    /// After a congestion down-switch: the new layer is taken only from this time on, so the
+    /// bottleneck queue drains and its keyframe is not lost.
+    pub(crate) switch_not_before: Option<Instant>,
 }
 
 /// rtcd's track `type` label for a codec.
@@ -145,6 +151,8 @@ impl OutTrack {
             } else {
                 "audio/opus"
             },
+            vp8: PictureIdRewrite::default(),
+            switch_not_before: None,
         }
     }
 }

@@ -226,7 +226,7 @@ impl Sfu {
             .enable_av1(true)
             .set_send_buffer_video(self.cfg.nack_buffer_size.max(32))
             .enable_bwe(Some(str0m::bwe::Bitrate::kbps(250)))
-            .set_stats_interval(Some(std::time::Duration::from_secs(1)))
+            .set_stats_interval(Some(std::time::Duration::from_millis(500)))
             .set_local_ice_credentials(creds.clone())
             .build(now);
         for c in self.local_candidates() {
@@ -506,7 +506,12 @@ impl Sfu {
             Event::ChannelClose(id) if s.dc == Some(id) => s.dc = None,
             Event::RtpPacket(p) => self.rtp(now, sid, p),
             Event::KeyframeRequest(r) => self.keyframe_requested(now, sid, r.mid),
-            Event::MediaEgressStats(st) => self.nack_stats(sid, (st.mid, st.rid, true), st.nacks),
+            Event::MediaEgressStats(st) => {
+                self.nack_stats(sid, (st.mid, st.rid, true), st.nacks);
+                if let Some(loss) = st.loss {
+                    self.egress_loss(now, sid, st.mid, loss);
+                }
+            }
             Event::MediaIngressStats(st) => self.nack_stats(sid, (st.mid, st.rid, false), st.nacks),
             Event::EgressBitrateEstimate(str0m::bwe::BweKind::Twcc { estimate, .. }) => {
                 self.estimate(now, sid, estimate.as_f64())

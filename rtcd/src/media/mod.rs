@@ -5,3 +5,4 @@ pub mod keyframe;
 pub mod rebase;
 pub mod simulcast;
 pub mod vad;
+pub mod vp8;

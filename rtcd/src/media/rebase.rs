@@ -95,7 +95,11 @@ mod tests {
         let mut r = SeqRebase::with_frame_ticks(3000);
         r.switch();
         assert_eq!(r.map_with_time(100, 5000), Some((1, 5000)));
-        assert_eq!(r.map_with_time(101, 5000), Some((2, 5000)), "same frame, same timestamp");
+        assert_eq!(
+            r.map_with_time(101, 5000),
+            Some((2, 5000)),
+            "same frame, same timestamp"
+        );
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
 pub const BACKOFF_FACTOR: f64 = 1.5;
 /// Decisions are taken at most this often.
 pub const DECISION_INTERVAL: Duration = Duration::from_secs(1);
+/// Fraction of packets a viewer reports lost on `h` that makes it come down at once.
+pub const LOSS_THRESHOLD: f32 = 0.05;
 
 /// Bytes over a sliding window.
 #[derive(Debug, Clone)]
@@ -134,6 +136,21 @@ impl LayerPolicy {
         }
     }
 
+    /// The viewer reports heavy loss on the stream it gets: come down now (no decision
+    /// interval), as a loss-based estimate would.
+    pub fn congested(&mut self, now: Instant, loss: f32) -> Option<Layer> {
+        if self.current != Layer::High || loss < LOSS_THRESHOLD {
+            return None;
+        }
+        if self.last_switch.is_some() {
+            self.backoff = self.backoff.mul_f64(BACKOFF_FACTOR);
+        }
+        self.last_switch = Some(now);
+        self.last_decision = Some(now);
+        self.current = Layer::Low;
+        Some(Layer::Low)
+    }
+
     /// Considers the viewer's estimate against `h`'s measured rate; returns the new layer when
     /// it should change.
     pub fn decide(&mut self, now: Instant, estimate_bps: f64, high_rate_bps: Option<f64>) -> Option<Layer> {
@@ -167,6 +184,17 @@ impl LayerPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heavy_loss_on_h_comes_down_at_once() {
+        let t0 = Instant::now();
+        let mut p = LayerPolicy::new(Layer::High);
+        assert_eq!(p.congested(t0, 0.02), None, "light loss is left to the estimate");
+        assert_eq!(p.congested(t0, 0.3), Some(Layer::Low));
+        assert_eq!(p.congested(t0, 0.3), None, "already low");
+        // The up-switch still waits for its backoff.
+        assert_eq!(p.decide(t0 + Duration::from_secs(5), 9_000_000.0, None), None);
+    }
 
     #[test]
     fn rate_over_a_window() {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use str0m::{
     format::Codec,
     media::{KeyframeRequestKind, MediaKind, Mid, Rid},
-    rtp::{RtpPacket, RtpWrite},
+    rtp::{RtpPacket, RtpWrite, Vp8Descriptor, Vp8Patch},
 };
 
 use super::Sfu;
@@ -21,11 +21,14 @@ use crate::{
     media::{
         keyframe::{VideoCodec, is_keyframe},
         simulcast::{Layer, LayerPolicy, RateMonitor},
+        vp8::PictureIdRewrite,
     },
 };
 
 /// rtcd forwards a viewer's keyframe request to the publisher at most this often per stream.
 pub(crate) const KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
+/// After a congestion down-switch, the wait before taking the low layer's keyframe.
+pub(crate) const DRAIN_WAIT: Duration = Duration::from_millis(400);
 
 /// `{"<field>": "<id>"}` from a ScreenOn/VideoOn payload.
 pub(super) fn stream_id(data: &[u8], field: &str) -> Result<String, String> {
@@ -80,6 +83,20 @@ fn codec_of(pt_codec: Codec) -> Option<VideoCodec> {
         Codec::Av1 => Some(VideoCodec::Av1),
         _ => None,
     }
+}
+
+/// The VP8 descriptor patch that keeps PictureID/TL0PICIDX continuous for this viewer.
+fn vp8_patch(state: &mut PictureIdRewrite, payload: &[u8]) -> Option<Vp8Patch> {
+    let d = Vp8Descriptor::parse(payload).ok()?;
+    let (pic, tl0) = state.map(d.picture_id(), d.tl0_pic_idx());
+    let mut b = d.patch();
+    if let Some(pic) = pic {
+        b = b.picture_id(pic);
+    }
+    if let Some(tl0) = tl0 {
+        b = b.tl0_pic_idx(tl0);
+    }
+    b.build().ok()
 }
 
 impl Sfu {
@@ -432,11 +449,14 @@ impl Sfu {
                 t.target = Some(want);
                 t.mime = mime(want_codec);
             }
-            if sel == want && t.current != Some(want) {
+            let drained = t.switch_not_before.is_none_or(|at| now >= at);
+            if sel == want && t.current != Some(want) && drained {
+                t.switch_not_before = None;
                 if keyframe {
                     t.current = Some(want);
                     // Continue the out-stream where it was (a no-op before its first packet).
                     t.seq.switch();
+                    t.vp8.switch();
                     tracing::debug!(viewer = %peer, source = %sid, ?want, "viewer now on stream");
                 } else {
                     wanted = true;
@@ -454,16 +474,23 @@ impl Sfu {
                 continue;
             };
             let out_mid = t.mid;
+            let patch = if codec == VideoCodec::Vp8 {
+                vp8_patch(&mut t.vp8, &p.payload)
+            } else {
+                None
+            };
             let mut api = ps.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
                 continue;
             };
-            tx.write_rtp(
-                RtpWrite::new(pt, seq.into(), ts, p.timestamp, p.payload.clone())
-                    .marker(p.header.marker)
-                    .ext_vals(ext.clone())
-                    .nackable(true),
-            );
+            let mut write = RtpWrite::new(pt, seq.into(), ts, p.timestamp, p.payload.clone())
+                .marker(p.header.marker)
+                .ext_vals(ext.clone())
+                .nackable(true);
+            if let Some(patch) = patch {
+                write = write.vp8_patch(patch);
+            }
+            tx.write_rtp(write);
             self.mark_dirty(&peer);
         }
         if wanted {
@@ -559,9 +586,10 @@ impl Sfu {
                 let sel = (codec, Some(Rid::from(layer.rid())));
                 t.target = Some(sel);
                 if layer == Layer::Low {
-                    // Going down means the link is congested: stop the high layer now so the
-                    // low layer's keyframe gets through sooner.
+                    // Going down means the link is congested: stop the high layer now and let
+                    // the bottleneck drain before the low layer's keyframe.
                     t.current = None;
+                    t.switch_not_before = Some(now + DRAIN_WAIT);
                 }
                 tracing::debug!(%viewer, %source, layer = layer.rid(), estimate = bps, "simulcast layer change");
                 self.cfg
@@ -569,9 +597,39 @@ impl Sfu {
                     .rtc_layer_switches
                     .get_or_create(&vec![("groupID", group), ("layer", layer.rid().into())])
                     .inc();
-                self.request_keyframe(now, &source, kind, sel);
+                if layer == Layer::High {
+                    self.request_keyframe(now, &source, kind, sel);
+                }
             }
         }
+    }
+
+    /// A viewer reported the loss on one of its out-tracks (receiver reports, once a second).
+    pub(super) fn egress_loss(&mut self, now: Instant, viewer: &SessionId, mid: Mid, loss: f32) {
+        let Some(vs) = self.sessions.get_mut(viewer) else {
+            return;
+        };
+        let group = vs.cfg.group_id.0.clone();
+        let Some(((source, _), t)) = vs.out_tracks.iter_mut().find(|(_, t)| t.mid == mid) else {
+            return;
+        };
+        let source = source.clone();
+        let Some(codec) = t.target.map(|(c, _)| c) else {
+            return;
+        };
+        let Some(layer) = t.layers.as_mut().and_then(|p| p.congested(now, loss)) else {
+            return;
+        };
+        let sel = (codec, Some(Rid::from(layer.rid())));
+        t.target = Some(sel);
+        t.current = None;
+        t.switch_not_before = Some(now + DRAIN_WAIT);
+        tracing::debug!(%viewer, %source, loss, "simulcast layer change on loss");
+        self.cfg
+            .metrics
+            .rtc_layer_switches
+            .get_or_create(&vec![("groupID", group), ("layer", layer.rid().into())])
+            .inc();
     }
 
     /// A viewer's out-track was negotiated: screens ask the estimator to probe up to `h`.
