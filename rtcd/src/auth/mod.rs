@@ -190,15 +190,25 @@ impl AuthService {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_string());
         let key = key.to_string();
+        let matched = self
+            .bcrypt(move || bcrypt::verify(key, &hash).unwrap_or(false))
+            .await?;
+        Ok(known && matched)
+    }
+
+    /// Runs a bcrypt computation on the blocking pool, at most one per CPU at a time.
+    async fn bcrypt<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
         let _slot = self
             .bcrypt_slots
             .acquire()
             .await
             .map_err(|e| AuthError::Internal(e.to_string()))?;
-        let matched = tokio::task::spawn_blocking(move || bcrypt::verify(key, &hash).unwrap_or(false))
+        tokio::task::spawn_blocking(f)
             .await
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
-        Ok(known && matched)
+            .map_err(|e| AuthError::Internal(e.to_string()))
     }
 
     async fn blocking<T: Send + 'static>(
@@ -231,14 +241,9 @@ impl AuthService {
             return Err(AuthError::Registration("already registered"));
         }
         let key = key.to_string();
-        let _slot = self
-            .bcrypt_slots
-            .acquire()
-            .await
-            .map_err(|e| AuthError::Internal(e.to_string()))?;
-        let hash = tokio::task::spawn_blocking(move || bcrypt::hash(key, BCRYPT_COST))
-            .await
-            .map_err(|e| AuthError::Internal(e.to_string()))?
+        let hash = self
+            .bcrypt(move || bcrypt::hash(key, BCRYPT_COST))
+            .await?
             .map_err(|e| AuthError::Internal(e.to_string()))?;
         let store = self.store.clone();
         let id = id.to_string();
