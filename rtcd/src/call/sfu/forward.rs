@@ -27,6 +27,9 @@ use crate::{
 
 /// rtcd forwards a viewer's keyframe request to the publisher at most this often per stream.
 pub(crate) const KEYFRAME_INTERVAL: Duration = Duration::from_secs(1);
+/// str0m's defaults for the retransmission buffer, restated when it is reset.
+const RTX_MAX_AGE: Duration = Duration::from_secs(3);
+const RTX_RATIO_CAP: Option<f32> = Some(0.15);
 /// After a congestion down-switch, the wait before taking the low layer's keyframe.
 pub(crate) const DRAIN_WAIT: Duration = Duration::from_millis(400);
 
@@ -590,6 +593,8 @@ impl Sfu {
                     // the bottleneck drain before the low layer's keyframe.
                     t.current = None;
                     t.switch_not_before = Some(now + DRAIN_WAIT);
+                    let out_mid = t.mid;
+                    self.shed_retransmissions(viewer, out_mid);
                 }
                 tracing::debug!(%viewer, %source, layer = layer.rid(), estimate = bps, "simulcast layer change");
                 self.cfg
@@ -601,6 +606,19 @@ impl Sfu {
                     self.request_keyframe(now, &source, kind, sel);
                 }
             }
+        }
+    }
+
+    /// Forgets the high layer's packets kept for retransmission to this viewer: after a
+    /// congestion down-switch, answering its NACKs with high-layer packets would only keep the
+    /// bottleneck full while the low layer's keyframe tries to get through.
+    fn shed_retransmissions(&mut self, viewer: &SessionId, out_mid: Mid) {
+        let size = self.cfg.nack_buffer_size.max(32);
+        let Some(vs) = self.sessions.get_mut(viewer) else {
+            return;
+        };
+        if let Some(tx) = vs.rtc.direct_api().stream_tx_by_mid(out_mid, None) {
+            tx.set_rtx_cache(size, RTX_MAX_AGE, RTX_RATIO_CAP);
         }
     }
 
@@ -624,6 +642,8 @@ impl Sfu {
         t.target = Some(sel);
         t.current = None;
         t.switch_not_before = Some(now + DRAIN_WAIT);
+        let out_mid = t.mid;
+        self.shed_retransmissions(viewer, out_mid);
         tracing::debug!(%viewer, %source, loss, "simulcast layer change on loss");
         self.cfg
             .metrics
