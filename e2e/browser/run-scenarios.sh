@@ -5,7 +5,7 @@
 #
 #   e2e/browser/run-scenarios.sh <path-to-server-binary> <label> [scenario...]
 #
-# Default scenarios: audio ice-tcp turn mixed camera camera-av1 screen loss.
+# Default scenarios: audio ice-tcp turn mixed camera camera-av1 screen loss werift.
 # Exit 0 when all passed, 1 when
 # any failed, 2 for usage errors.
 set -uo pipefail
@@ -20,7 +20,7 @@ label="$2"
 shift 2
 scenarios=("$@")
 if [[ ${#scenarios[@]} -eq 0 ]]; then
-	scenarios=(audio ice-tcp turn mixed camera camera-av1 screen loss)
+	scenarios=(audio ice-tcp turn mixed camera camera-av1 screen loss werift)
 fi
 
 failed=()

@@ -22,6 +22,11 @@
 #            B must return to h
 #   loss     camera, with 5% of the UDP towards B dropped (nftables, on the
 #            veth); B keeps decoding and sends NACKs
+#   werift   A's simulcast screen share viewed by a werift peer (Node,
+#            werift-viewer.mjs) in B's namespace, started through netns-b.sh;
+#            a random 15% drop (or tbf) towards it for 8 s forces a
+#            down-switch; its RTP log must show one SSRC and continuous
+#            seq/timestamp/PictureID across switches (labels with "ref": log only)
 # Every scenario but audio ends with "PASS [label] <scenario> (..)" or
 # "FAIL [label] <scenario> ..".
 #
@@ -40,15 +45,15 @@
 set -euo pipefail
 
 if [[ $# -lt 2 || $# -gt 3 ]]; then
-	echo "usage: $0 <path-to-server-binary> <label> [audio|ice-tcp|turn|mixed|camera|camera-av1|screen|loss]" >&2
+	echo "usage: $0 <path-to-server-binary> <label> [audio|ice-tcp|turn|mixed|camera|camera-av1|screen|loss|werift]" >&2
 	exit 2
 fi
 server_bin="$(readlink -f "$1")"
 label="$2"
 scenario="${3:-${E2E_SCENARIO:-audio}}"
 case "$scenario" in
-audio | ice-tcp | turn | mixed | camera | camera-av1 | screen | loss) ;;
-*) echo "run: unknown scenario $scenario (audio, ice-tcp, turn, mixed, camera, camera-av1, screen, loss)" >&2; exit 2 ;;
+audio | ice-tcp | turn | mixed | camera | camera-av1 | screen | loss | werift) ;;
+*) echo "run: unknown scenario $scenario (audio, ice-tcp, turn, mixed, camera, camera-av1, screen, loss, werift)" >&2; exit 2 ;;
 esac
 [[ -x "$server_bin" ]] || { echo "run: $1 is not an executable file" >&2; exit 2; }
 [[ "$label" =~ ^[A-Za-z0-9._-]+$ ]] || { echo "run: label must match [A-Za-z0-9._-]+" >&2; exit 2; }
@@ -130,7 +135,7 @@ if [[ "$SCENARIO" == turn ]]; then
 	echo "run: coturn (turnserver) listening on 127.0.0.1:3478" >&2
 fi
 
-# screen, loss: page B's Chromium lives in a second network namespace, held
+# screen, loss, werift: page B's Chromium (werift: the werift viewer) lives in a second network namespace, held
 # by a sleeping process, joined to this one by a veth pair: e2e-s here
 # (198.18.0.1/30, where rtcd, its ICE ports and the relay are also reachable)
 # and e2e-b there (198.18.0.2/30, plus its own lo). 198.18.0.0/15 is the
@@ -139,7 +144,7 @@ fi
 # interfaces are up before the server starts, so rtcd has a candidate on each.
 b_holder_pid=""
 b_env=()
-if [[ "$SCENARIO" == screen || "$SCENARIO" == loss ]]; then
+if [[ "$SCENARIO" == screen || "$SCENARIO" == loss || "$SCENARIO" == werift ]]; then
 	unshare -n sleep 600 &
 	b_holder_pid=$!
 	b_ns="/proc/$b_holder_pid/ns/net"
@@ -163,7 +168,10 @@ if [[ "$SCENARIO" == screen || "$SCENARIO" == loss ]]; then
 	done
 	printf '#!/bin/sh\n# Chromium for page B, inside B'"'"'s network namespace.\nexec nsenter --net=%s -- /usr/bin/chromium "$@"\n' "$b_ns" >"$RUN_DIR/chromium-b.sh"
 	chmod +x "$RUN_DIR/chromium-b.sh"
-	b_env=(E2E_B_CHROMIUM="$RUN_DIR/chromium-b.sh" E2E_B_RELAY_URL="http://198.18.0.1:$RELAY_PORT" E2E_SHAPE_DEV=e2e-s)
+	# werift: any command (the werift viewer's node) inside B's namespace.
+	printf '#!/bin/sh\n# A command inside B'"'"'s network namespace.\nexec nsenter --net=%s -- "$@"\n' "$b_ns" >"$RUN_DIR/netns-b.sh"
+	chmod +x "$RUN_DIR/netns-b.sh"
+	b_env=(E2E_B_CHROMIUM="$RUN_DIR/chromium-b.sh" E2E_B_NETNS_EXEC="$RUN_DIR/netns-b.sh" E2E_B_RELAY_URL="http://198.18.0.1:$RELAY_PORT" E2E_SHAPE_DEV=e2e-s)
 	echo "run: page B's namespace (holder pid $b_holder_pid): e2e-b 198.18.0.2/30 <-> e2e-s 198.18.0.1/30 here" >&2
 fi
 
@@ -284,6 +292,7 @@ if [[ $status -ne 0 ]]; then
 	ice-tcp) logs+=(nft.log) ;;
 	turn) logs+=(turn.log) ;;
 	mixed) logs+=(pion.log) ;;
+	werift) logs+=(werift.log) ;;
 	esac
 	for f in "${logs[@]}"; do
 		echo "run: ---- last 40 lines of $run_dir/$f ----" >&2

@@ -11,6 +11,9 @@
 #                util-linux (nsenter: B's Chromium in its namespace)
 #       loss     the same, and nftables (the 5% UDP drop towards B; this
 #                kernel has no netem qdisc)
+#       werift   the same as loss (the veth and namespace of the werift viewer,
+#                its nftables drop or tc tbf limit); werift itself is one of
+#                the npm packages (pinned 0.24.4: 0.25 needs node >= 22)
 # playwright-core never downloads a browser: the test drives /usr/bin/chromium.
 #
 #   setup.sh [scenario...]
@@ -55,7 +58,7 @@ for scenario in "$@"; do
 	ice-tcp) PATH="$PATH:/usr/sbin:/sbin" apt_install nft nftables ;;
 	turn) apt_install turnserver coturn ;;
 	screen) PATH="$PATH:/usr/sbin:/sbin" apt_install tc iproute2; apt_install nsenter util-linux ;;
-	loss) PATH="$PATH:/usr/sbin:/sbin" apt_install tc iproute2; apt_install nsenter util-linux
+	loss | werift) PATH="$PATH:/usr/sbin:/sbin" apt_install tc iproute2; apt_install nsenter util-linux
 		PATH="$PATH:/usr/sbin:/sbin" apt_install nft nftables ;;
 	*) ;;
 	esac

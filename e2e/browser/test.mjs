@@ -25,6 +25,10 @@
 //            after the pages have joined; screen and loss run page B in a
 //            second Chromium inside B's own network namespace (E2E_B_CHROMIUM,
 //            E2E_B_RELAY_URL) and shape its downlink (E2E_SHAPE_DEV)
+//   werift   (werift.mjs) page A's simulcast screen share viewed by a werift
+//            peer (werift-viewer.mjs) started in B's namespace through
+//            E2E_B_NETNS_EXEC; its packet log is checked for one SSRC and
+//            continuous seq/timestamp/PictureID across layer switches
 // A new scenario is one more entry: the pages to open, the options handed to
 // the page's e2eJoin (pageOptions, perPageOptions), and either a judge over
 // the e2eStats samples or a flow(pages) that sets the verdict.
@@ -49,6 +53,7 @@ import readline from 'node:readline';
 import {chromium} from 'playwright-core';
 
 import {shaping, videoScenarios, videoSummary} from './video.mjs';
+import {weriftScenarios} from './werift.mjs';
 
 const relayURL = (process.env.RELAY_URL || 'http://127.0.0.1:8099').replace(/\/+$/, '');
 const runDir = process.env.RUN_DIR || fs.mkdtempSync('/tmp/rtcd-browser-');
@@ -61,6 +66,8 @@ const browserLog = path.join(runDir, 'browser.log');
 const bChromium = process.env.E2E_B_CHROMIUM || '';
 const bRelayURL = (process.env.E2E_B_RELAY_URL || '').replace(/\/+$/, '');
 const shapeDev = process.env.E2E_SHAPE_DEV || '';
+// werift: runs a command inside the viewer's namespace (run.sh's netns-b.sh).
+const netnsExec = process.env.E2E_B_NETNS_EXEC || '';
 const rtcdURL = (process.env.RTCD_URL || 'http://127.0.0.1:8045').replace(/\/+$/, '');
 const serverLabel = process.env.E2E_LABEL || '';
 
@@ -176,6 +183,13 @@ const SCENARIOS = {
     // camera, camera-av1, screen, loss (video.mjs): each has a flow that sets the verdict.
     ...videoScenarios({
         out, sleep, bounded, statsSeconds, shapeDev, rtcdURL, serverLabel,
+        setVerdict: (pass, reason) => {
+            verdict = {pass, reason};
+        },
+    }),
+    // werift (werift.mjs): page A's simulcast screen share to a werift viewer in its own namespace.
+    ...weriftScenarios({
+        out, sleep, bounded, shapeDev, rtcdURL, serverLabel, runDir, netnsExec, bRelayURL,
         setVerdict: (pass, reason) => {
             verdict = {pass, reason};
         },

@@ -76,6 +76,26 @@ export const shaping = {
     },
 };
 
+// The "screen": a canvas (default; E2E_SCREEN_SOURCE=display for the fake
+// getDisplayMedia screen, whose content is too simple for h to exceed the
+// limit, or camera), contentHint "detail" like a screen capture, and rid l
+// scaled down by E2E_SCREEN_LOW_SCALE (2) so the layers differ in width.
+export function screenOpts() {
+    const o = {
+        source: process.env.E2E_SCREEN_SOURCE || 'canvas',
+        contentHint: process.env.E2E_SCREEN_CONTENT_HINT ?? 'detail',
+        lowScale: Number(process.env.E2E_SCREEN_LOW_SCALE || 2),
+    };
+    if (process.env.E2E_SCREEN_ENCODINGS) {
+        o.encodings = JSON.parse(process.env.E2E_SCREEN_ENCODINGS);
+    }
+    o.blocks = Number(process.env.E2E_SCREEN_BLOCKS || 80);
+    if (process.env.E2E_SCREEN_PATCH) {
+        o.patch = Number(process.env.E2E_SCREEN_PATCH);
+    }
+    return o;
+}
+
 export function videoScenarios({out, sleep, bounded, setVerdict, statsSeconds, shapeDev, rtcdURL, serverLabel}) {
     const stats = (p) => bounded(p.page.evaluate(() => window.e2eStats()), 5000, `getStats ${p.label}`);
     const monitor = (p) => bounded(p.page.evaluate(() => window.e2eMonitor()), 5000, `monitor ${p.label}`);
@@ -371,26 +391,6 @@ export function videoScenarios({out, sleep, bounded, setVerdict, statsSeconds, s
             out(`  ${r.t.padStart(5)} ${r.phase.padEnd(14)} ${r.layer.padEnd(4)} ${String(r.w ?? '-').padStart(5)} ${String(r.fps).padStart(5)} fps  gap ${r.gapMs} ms  ssrc ${r.ssrc ?? '-'}`);
         }
     };
-    // The "screen": a canvas (default; E2E_SCREEN_SOURCE=display for the fake
-    // getDisplayMedia screen, whose content is too simple for h to exceed the
-    // limit, or camera), contentHint "detail" like a screen capture, and rid l
-    // scaled down by E2E_SCREEN_LOW_SCALE (2) so the layers differ in width.
-    const screenOpts = () => {
-        const o = {
-            source: process.env.E2E_SCREEN_SOURCE || 'canvas',
-            contentHint: process.env.E2E_SCREEN_CONTENT_HINT ?? 'detail',
-            lowScale: Number(process.env.E2E_SCREEN_LOW_SCALE || 2),
-        };
-        if (process.env.E2E_SCREEN_ENCODINGS) {
-            o.encodings = JSON.parse(process.env.E2E_SCREEN_ENCODINGS);
-        }
-        o.blocks = Number(process.env.E2E_SCREEN_BLOCKS || 80);
-        if (process.env.E2E_SCREEN_PATCH) {
-            o.patch = Number(process.env.E2E_SCREEN_PATCH);
-        }
-        return o;
-    };
-
     // --- loss: camera with 5% of B's downlink UDP dropped -----------------------
     const lossPercent = Number(process.env.E2E_LOSS_PERCENT || 5);
     const lossSeconds = Number(process.env.E2E_LOSS_SECONDS || 10);

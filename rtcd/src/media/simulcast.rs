@@ -60,6 +60,8 @@ pub const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
 pub const BACKOFF_FACTOR: f64 = 1.5;
 /// Decisions are taken at most this often.
 pub const DECISION_INTERVAL: Duration = Duration::from_secs(1);
+/// On `h`, the estimate must fall below this share of the up-switch threshold to come down.
+pub const DOWN_FACTOR: f64 = 0.7;
 /// Fraction of packets a viewer reports lost on `h` that makes it come down at once.
 pub const LOSS_THRESHOLD: f32 = 0.05;
 
@@ -169,7 +171,10 @@ impl LayerPolicy {
                     .is_none_or(|t| now.duration_since(t) >= self.backoff);
                 waited.then_some(Layer::High)?
             }
-            Layer::High if estimate_bps < needed => Layer::Low,
+            // The delay-based estimate wanders around the layer's rate: come down only when it
+            // falls well below (heavy loss brings a viewer down at once, see `congested`), as
+            // rtcd stays up while its loss-based estimate holds.
+            Layer::High if estimate_bps < DOWN_FACTOR * needed => Layer::Low,
             _ => return None,
         };
         if self.last_switch.is_some() {
@@ -221,14 +226,20 @@ mod tests {
             p.decide(t0 + Duration::from_secs(2), 1_900_000.0, h),
             Some(Layer::High)
         );
-        // Estimate collapses: down within the next decision.
+        // The estimate wanders below the up threshold (1.8 M) but not far: no flapping.
         assert_eq!(
-            p.decide(t0 + Duration::from_millis(2500), 500_000.0, h),
+            p.decide(t0 + Duration::from_millis(2500), 1_500_000.0, h),
+            None,
+            "hysteresis"
+        );
+        // Estimate collapses: down, but only one decision per second.
+        assert_eq!(
+            p.decide(t0 + Duration::from_millis(2600), 500_000.0, h),
             None,
             "one decision per second"
         );
         assert_eq!(
-            p.decide(t0 + Duration::from_secs(3), 500_000.0, h),
+            p.decide(t0 + Duration::from_millis(3500), 500_000.0, h),
             Some(Layer::Low)
         );
         // Room again, but the backoff (10 s × 1.5 after two switches) holds it down.
