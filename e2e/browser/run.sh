@@ -211,25 +211,8 @@ cleanup() {
 }
 
 # Wait (bounded) for GET /version to answer 200.
-ready=0
-for _ in $(seq 1 100); do
-	if ! kill -0 "$server_pid" 2>/dev/null; then
-		echo "run: server exited during startup" >&2
-		break
-	fi
-	if { exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT"; } 2>/dev/null; then
-		printf 'GET /version HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
-		status_line=""
-		read -r -t 2 status_line <&3 || true
-		exec 3<&- 3>&-
-		if [[ "$status_line" == *" 200 "* ]]; then
-			ready=1
-			break
-		fi
-	fi
-	sleep 0.1
-done
-if [[ $ready -ne 1 ]]; then
+. "$E2E_LIB/wait-version.sh"
+if ! wait_for_version "$HTTP_PORT" "$server_pid"; then
 	echo "run: server not ready (GET /version) within 10s" >&2
 	cleanup
 	exit 90
@@ -281,7 +264,7 @@ RUN_DIR="$run_dir" SERVER_BIN="$server_bin" ADMIN_KEY="$admin_key" HERE="$here" 
 	COMPAT_TEST_BIN="$compat_test_bin" \
 	HTTP_PORT="${RTCD_HTTP_PORT:-8045}" ICE_PORT="${RTCD_ICE_PORT:-8443}" RELAY_PORT="${RELAY_PORT:-8099}" \
 	E2E_STATS_SECONDS="${E2E_STATS_SECONDS:-20}" E2E_FAKE_AUDIO="${E2E_FAKE_AUDIO:-wav}" \
-	unshare -n bash "$run_dir/inner.sh"
+	E2E_LIB="$(cd "$(dirname "${BASH_SOURCE[0]}")/../lib" && pwd)" unshare -n bash "$run_dir/inner.sh"
 status=$?
 set -e
 took="$(( ($(date +%s%N) - t_start) / 1000000 )) ms"

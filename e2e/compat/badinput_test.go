@@ -415,6 +415,14 @@ func frameKind(mt int) string {
 // the PeerConnection and DataChannel, then starts sending RTP.
 func joinAndConnect(t *testing.T, h *harness, p *peer, callID, channelID string) {
 	t.Helper()
+	joinAndWait(t, h, p, callID, channelID)
+	p.startRTP()
+}
+
+// joinAndWait joins p into callID over the main WS, offers and waits for the
+// PeerConnection and DataChannel.
+func joinAndWait(t *testing.T, h *harness, p *peer, callID, channelID string) {
+	t.Helper()
 	h.send(t, service.ClientMessageJoin, p.joinMsg(callID, channelID))
 	if err := p.offer(); err != nil {
 		t.Fatalf("%s: offer: %v", p.name, err)
@@ -429,7 +437,6 @@ func joinAndConnect(t *testing.T, h *harness, p *peer, callID, channelID string)
 	case <-time.After(connectTimeout):
 		t.Fatalf("%s: data channel not open within %s", p.name, connectTimeout)
 	}
-	p.startRTP()
 }
 
 // checkMedia waits (bounded) until every peer has received mediaGrowth more

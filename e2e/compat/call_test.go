@@ -93,20 +93,7 @@ func TestCall(t *testing.T) {
 
 	var a, b *peer
 	join := func(t *testing.T, p *peer) {
-		h.send(t, service.ClientMessageJoin, p.joinMsg(callID, channelID))
-		if err := p.offer(); err != nil {
-			t.Fatalf("%s: offer: %v", p.name, err)
-		}
-		select {
-		case <-p.connectedCh:
-		case <-time.After(connectTimeout):
-			t.Fatalf("%s: peer connection not connected within %s (%s)", p.name, connectTimeout, p)
-		}
-		select {
-		case <-p.dcOpenCh:
-		case <-time.After(connectTimeout):
-			t.Fatalf("%s: data channel not open within %s", p.name, connectTimeout)
-		}
+		joinAndWait(t, h, p, callID, channelID)
 		if answers, _, cands := p.counts(); answers != 1 || cands == 0 {
 			t.Fatalf("%s: got %d answers and %d candidates from rtcd, want 1 answer and some candidates", p.name, answers, cands)
 		}

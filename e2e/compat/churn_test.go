@@ -648,23 +648,11 @@ func toggleSecondTrack(p *peer, sender **webrtc.RTPSender, n int) (res toggleRes
 			return fmt.Errorf("signaling state %s before the client offer", st)
 		}
 		if res.on {
-			track2, err := webrtc.NewTrackLocalStaticRTP(opusCodec, fmt.Sprintf("audio2-%s-%d", p.name, n), "stream2-"+p.name)
+			tr, err := p.addSilentAudioTrack(fmt.Sprintf("audio2-%s-%d", p.name, n), "stream2-"+p.name)
 			if err != nil {
 				return err
 			}
-			tr, err := p.pc.AddTransceiverFromTrack(track2, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendrecv})
-			if err != nil {
-				return fmt.Errorf("AddTransceiverFromTrack: %w", err)
-			}
 			*sender = tr.Sender()
-			go func() {
-				buf := make([]byte, 1500)
-				for {
-					if _, _, err := tr.Sender().Read(buf); err != nil {
-						return
-					}
-				}
-			}()
 		} else {
 			if err := p.pc.RemoveTrack(*sender); err != nil {
 				return fmt.Errorf("RemoveTrack: %w", err)

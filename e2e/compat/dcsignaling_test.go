@@ -171,22 +171,10 @@ func TestCallDCSignaling(t *testing.T) {
 		var newMid string
 		var offerMLines int
 		err := a.do(5*time.Second, func() error {
-			track2, err := webrtc.NewTrackLocalStaticRTP(opusCodec, "audio2-A", "stream2-A")
+			tr, err := a.addSilentAudioTrack("audio2-A", "stream2-A")
 			if err != nil {
 				return err
 			}
-			tr, err := a.pc.AddTransceiverFromTrack(track2, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendrecv})
-			if err != nil {
-				return fmt.Errorf("AddTransceiverFromTrack: %w", err)
-			}
-			go func() {
-				buf := make([]byte, 1500)
-				for {
-					if _, _, err := tr.Sender().Read(buf); err != nil {
-						return
-					}
-				}
-			}()
 			offer, err := a.pc.CreateOffer(nil)
 			if err != nil {
 				return fmt.Errorf("CreateOffer: %w", err)

@@ -798,3 +798,26 @@ func (p *peer) String() string {
 	return fmt.Sprintf("%s{session=%s sent=%d recv=%d other=%d answers=%d serverOffers=%d dcOffers=%d dcAnswers=%d cands=%d state=%s}",
 		p.name, p.sessionID, p.sent.Load(), p.recv.Load(), p.recvOther.Load(), a, o, dcO, dcA, c, p.pc.ConnectionState())
 }
+
+// addSilentAudioTrack adds a second sendrecv Opus transceiver that never sends RTP
+// (rtcd would take RTP on it as the session's new voice track) and drains its
+// sender's RTCP. Call it on the peer's signaling goroutine.
+func (p *peer) addSilentAudioTrack(trackID, streamID string) (*webrtc.RTPTransceiver, error) {
+	track, err := webrtc.NewTrackLocalStaticRTP(opusCodec, trackID, streamID)
+	if err != nil {
+		return nil, err
+	}
+	tr, err := p.pc.AddTransceiverFromTrack(track, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendrecv})
+	if err != nil {
+		return nil, fmt.Errorf("AddTransceiverFromTrack: %w", err)
+	}
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			if _, _, err := tr.Sender().Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	return tr, nil
+}

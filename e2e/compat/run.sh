@@ -76,25 +76,8 @@ stop_server() {
 }
 
 # Wait (bounded) for GET /version to answer 200.
-ready=0
-for _ in $(seq 1 100); do
-	if ! kill -0 "$server_pid" 2>/dev/null; then
-		echo "run: server exited during startup" >&2
-		break
-	fi
-	if { exec 3<>"/dev/tcp/127.0.0.1/$HTTP_PORT"; } 2>/dev/null; then
-		printf 'GET /version HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
-		status_line=""
-		read -r -t 2 status_line <&3 || true
-		exec 3<&- 3>&-
-		if [[ "$status_line" == *" 200 "* ]]; then
-			ready=1
-			break
-		fi
-	fi
-	sleep 0.1
-done
-if [[ $ready -ne 1 ]]; then
+. "$E2E_LIB/wait-version.sh"
+if ! wait_for_version "$HTTP_PORT" "$server_pid"; then
 	echo "run: server not ready (GET /version) within 10s" >&2
 	stop_server
 	exit 90
@@ -118,7 +101,7 @@ echo "run: [$label] server=$server_bin test=$test_bin dir=$run_dir" >&2
 set +e
 RUN_DIR="$run_dir" SERVER_BIN="$server_bin" TEST_BIN="$test_bin" ADMIN_KEY="$admin_key" \
 	HTTP_PORT="$http_port" ICE_PORT="$ice_port" COMPAT_RUN="${COMPAT_RUN:-}" COMPAT_SKIP="${COMPAT_SKIP:-}" \
-	unshare -n bash "$run_dir/inner.sh"
+	E2E_LIB="$(cd "$(dirname "${BASH_SOURCE[0]}")/../lib" && pwd)" unshare -n bash "$run_dir/inner.sh"
 status=$?
 set -e
 
