@@ -29,6 +29,13 @@ pub struct Cli {
     /// Print the effective configuration as TOML, secrets redacted, and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Wait until the rtcd running with this configuration reports no live sessions (or is
+    /// gone), then exit 0: the Kubernetes preStop hook that lets calls end before SIGTERM.
+    #[arg(long, conflicts_with_all = ["check_config", "print_config"])]
+    pub wait_idle: bool,
+    /// With --wait-idle: give up after this many seconds (exit 1). Default: wait for ever.
+    #[arg(long, value_name = "SECONDS", requires = "wait_idle")]
+    pub wait_idle_timeout: Option<u64>,
 }
 
 /// Go's `flag` package takes `-config x` and `-config=x`; clap wants two dashes.
@@ -62,6 +69,12 @@ pub fn main() -> ExitCode {
     if cli.print_config {
         print!("{}", loaded.config.to_redacted_toml());
         return ExitCode::SUCCESS;
+    }
+    if cli.wait_idle {
+        return crate::idle::wait_idle(
+            &loaded.config,
+            cli.wait_idle_timeout.map(std::time::Duration::from_secs),
+        );
     }
     run(loaded)
 }

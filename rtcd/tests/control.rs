@@ -498,7 +498,10 @@ async fn join_counts_in_sessions_api_and_metrics_and_the_drain_waits_for_it() {
     d.signal("TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let h = common::get(d.api, "/api/v1/health").await;
-    assert_eq!((h.status, h.body.as_str()), (503, r#"{"status":"draining"}"#));
+    assert_eq!(
+        (h.status, h.body.as_str()),
+        (503, r#"{"status":"draining","sessions":1}"#)
+    );
     ws.send(join("call1", "sessB")).await.unwrap();
     match next_message(&mut ws).await {
         ClientMessage::Close { session_id } => assert_eq!(session_id, "sessB"),
@@ -523,6 +526,68 @@ async fn join_counts_in_sessions_api_and_metrics_and_the_drain_waits_for_it() {
     }
     let (status, _) = d.wait_exit(Duration::from_secs(5));
     assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn wait_idle_blocks_while_a_session_lives_and_returns_when_it_ends() {
+    let mut d = admin_daemon("").await;
+    let mut ws = client_ws(&d, "mm1").await;
+    ws.send(join("call1", "sessA")).await.unwrap();
+    let config = d.dir.path().join("config.toml");
+    let mut health = String::new();
+    for _ in 0..50 {
+        health = common::get(d.api, "/api/v1/health").await.body;
+        if health.contains(r#""sessions":1"#) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(health, r#"{"status":"ok","sessions":1}"#);
+    // The preStop hook as the operator's pod runs it (config from the same file/env).
+    let mut hook = std::process::Command::new(common::BIN)
+        .args(["--config", config.to_str().unwrap(), "--wait-idle"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        hook.try_wait().unwrap().is_none(),
+        "--wait-idle returned with a live session"
+    );
+    // A bounded wait gives up with exit 1.
+    let timed = std::process::Command::new(common::BIN)
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--wait-idle",
+            "--wait-idle-timeout",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(timed.status.code(), Some(1));
+    ws.send(Message::Binary(
+        ClientMessage::Leave {
+            session_id: "sessA".into(),
+        }
+        .encode()
+        .into(),
+    ))
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = hook.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "--wait-idle did not return after the leave"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(d.child.try_wait().unwrap().is_none(), "rtcd itself keeps running");
 }
 
 #[tokio::test]

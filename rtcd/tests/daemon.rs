@@ -19,7 +19,10 @@ async fn serves_health_and_metrics_on_both_ports_then_exits_on_sigterm() {
     let mut d = Daemon::start(&extra, &[]).await;
 
     let r = get(d.api, "/api/v1/health").await;
-    assert_eq!((r.status, r.body.as_str()), (200, r#"{"status":"ok"}"#));
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, r#"{"status":"ok","sessions":0}"#)
+    );
     let r = get(d.api, "/version").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["buildVersion"], "v1.2.6");
@@ -146,7 +149,10 @@ async fn serves_tls_when_configured() {
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let tls = connector.connect(name, tcp).await.unwrap();
     let r = common::request_on(tls, "GET", "/api/v1/health").await;
-    assert_eq!((r.status, r.body.as_str()), (200, r#"{"status":"ok"}"#));
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, r#"{"status":"ok","sessions":0}"#)
+    );
 
     // Plain HTTP on the TLS port gets no HTTP answer.
     let plain = tokio::net::TcpStream::connect(d.api).await.unwrap();

@@ -89,12 +89,18 @@ async fn system_reports_cpu_load_as_a_number() {
 async fn health_is_ok_then_503_once_draining() {
     let st = state(&[]).await;
     let (status, _, body) = call(router(st.clone()), get("/api/v1/health")).await;
-    assert_eq!((status, body.as_str()), (StatusCode::OK, r#"{"status":"ok"}"#));
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, r#"{"status":"ok","sessions":0}"#)
+    );
     st.lifecycle.start_drain();
     let (status, _, body) = call(router(st), get("/api/v1/health")).await;
     assert_eq!(
         (status, body.as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"draining","sessions":0}"#
+        )
     );
 }
 

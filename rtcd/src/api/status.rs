@@ -35,18 +35,31 @@ pub(super) async fn system(State(state): State<AppState>) -> Json<SystemInfo> {
 pub(super) struct Health {
     /// `ok` or `draining`.
     pub status: &'static str,
+    /// Live sessions (not in rtcd, which has no such endpoint): `rtcd --wait-idle`, the
+    /// operator's preStop, waits for 0.
+    pub sessions: usize,
 }
 
 /// `GET /api/v1/health`: 200 `ok`, or 503 `draining` once shutdown has started, so probes and
 /// the operator take this instance out of DNS and off new calls.
 pub(super) async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let sessions = state.lifecycle.live_sessions();
     if state.lifecycle.is_draining() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(Health { status: "draining" }),
+            Json(Health {
+                status: "draining",
+                sessions,
+            }),
         )
     } else {
-        (StatusCode::OK, Json(Health { status: "ok" }))
+        (
+            StatusCode::OK,
+            Json(Health {
+                status: "ok",
+                sessions,
+            }),
+        )
     }
 }
 

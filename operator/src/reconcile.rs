@@ -1,0 +1,739 @@
+//! One reconcile of an `RtcdCluster`: finalizer → validate → Secrets → Services → per-node pods
+//! (the rollout plan) → health → status, with an Event for each action.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    api::{
+        core::v1::{Node, Pod, Secret, Service},
+        policy::v1::PodDisruptionBudget,
+    },
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams},
+    core::GroupVersionKind,
+    runtime::{controller::Action, events::EventType},
+};
+use serde_json::json;
+
+use crate::{
+    Error, Result,
+    controller::Context,
+    crd::{MediaMode, NodeStatus, RtcdCluster, RtcdClusterStatus, SecretKeyRef},
+    plan::{self, Existing},
+    resources::{
+        self, ANN_NODE, ANN_SPEC_HASH, CREDENTIALS_KEY, FIELD_MANAGER, FINALIZER, LABEL_CLUSTER,
+        address::{self, AddressError},
+        nodes, pod, services,
+    },
+    status::{self, Problem, Summary, reasons},
+    validate,
+};
+
+/// Health answers younger than this are reused.
+const HEALTH_MAX_AGE: Duration = Duration::from_secs(10);
+/// Requeue while something is moving.
+const BUSY: Duration = Duration::from_secs(3);
+/// Requeue when stable (refreshes health in status).
+const IDLE: Duration = Duration::from_secs(15);
+
+/// Reconciles one cluster.
+pub async fn reconcile(cr: Arc<RtcdCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let result = reconcile_inner(&cr, &ctx).await;
+    ctx.metrics.observe(&result, started.elapsed());
+    result
+}
+
+async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
+    let ns = cr
+        .namespace()
+        .ok_or(Error::Invalid("RtcdCluster without namespace".into()))?;
+    let crs: Api<RtcdCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    if cr.meta().deletion_timestamp.is_some() {
+        return cleanup(cr, ctx, &ns).await;
+    }
+    if !cr.finalizers().iter().any(|f| f == FINALIZER) {
+        let mut f = cr.finalizers().to_vec();
+        f.push(FINALIZER.into());
+        let patch = json!({"metadata": {"finalizers": f, "resourceVersion": cr.resource_version()}});
+        crs.patch(&cr.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    let prev = cr.status.clone().unwrap_or_default();
+
+    // 1. A spec the schema let through but that cannot work: change nothing, say which field.
+    let errors = validate::validate(&cr.spec);
+    if !errors.is_empty() {
+        let detail = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        ctx.event(cr, EventType::Warning, reasons::INVALID_SPEC, "Validate", &detail)
+            .await;
+        let summary = blocked(reasons::INVALID_SPEC, detail);
+        write_status(
+            cr,
+            ctx,
+            &prev,
+            summary,
+            prev.nodes.clone(),
+            prev.credentials_secret.clone(),
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    }
+
+    // 2. Secrets.
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let credentials = match &cr.spec.credentials {
+        Some(r) => r.clone(),
+        None => ensure_generated_credentials(cr, ctx, &secrets).await?,
+    };
+    let mut refs: Vec<(String, SecretKeyRef)> = vec![("spec.credentials".into(), credentials.clone())];
+    if let Some(r) = &cr.spec.config.rtc.turn_static_auth_secret {
+        refs.push(("spec.config.rtc.turnStaticAuthSecret".into(), r.clone()));
+    }
+    for (i, s) in cr.spec.config.rtc.ice_servers.iter().enumerate() {
+        if let Some(r) = &s.credential {
+            refs.push((format!("spec.config.rtc.iceServers[{i}].credential"), r.clone()));
+        }
+    }
+    let mut missing = Vec::new();
+    for (field, r) in &refs {
+        match secrets.get_opt(&r.name).await? {
+            None => missing.push(format!("{field}: Secret {ns}/{} not found", r.name)),
+            Some(s) if !has_key(&s, &r.key) => {
+                missing.push(format!("{field}: Secret {ns}/{} has no key {:?}", r.name, r.key))
+            }
+            Some(_) => {}
+        }
+    }
+    if !missing.is_empty() {
+        let detail = missing.join("; ");
+        ctx.event(
+            cr,
+            EventType::Warning,
+            reasons::SECRET_MISSING,
+            "Validate",
+            &detail,
+        )
+        .await;
+        let summary = blocked(reasons::SECRET_MISSING, detail);
+        write_status(
+            cr,
+            ctx,
+            &prev,
+            summary,
+            prev.nodes.clone(),
+            Some(credentials.name.clone()),
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(20)));
+    }
+
+    // 3. Cluster-wide children.
+    let svcs: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    apply(&svcs, &services::api_service(cr)).await?;
+    apply(&svcs, &services::hosts_service(cr)).await?;
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &ns);
+    if cr.spec.pod_disruption_budget.enabled {
+        apply(&pdbs, &resources::pdb(cr)).await?;
+    } else {
+        delete_owned(&pdbs, cr, &cr.name_any()).await?;
+    }
+    reconcile_service_monitor(cr, ctx, &ns).await?;
+
+    // 4. Nodes → desired pods.
+    let all_nodes = Api::<Node>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let node_names: BTreeSet<String> = all_nodes.iter().map(ResourceExt::name_any).collect();
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let selector = format!("{LABEL_CLUSTER}={}", cr.name_any());
+    let pods = pods_api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items;
+    let media_svcs = svcs.list(&ListParams::default().labels(&selector)).await?.items;
+
+    let mut problems = Vec::new();
+    let mut progress = Vec::new();
+    let mut desired: BTreeMap<String, Pod> = BTreeMap::new();
+    let mut keep = BTreeSet::new();
+    let mut addresses: BTreeMap<String, Result<String, String>> = BTreeMap::new();
+    let mut wanted_media: BTreeSet<String> = BTreeSet::new();
+    for node in &all_nodes {
+        let name = node.name_any();
+        if let Err(why) = nodes::eligible(cr, node) {
+            if nodes::selected(cr, node) && !matches!(why, nodes::Ineligible::NotSelected) {
+                addresses.insert(name.clone(), Err(why.to_string()));
+            }
+            continue;
+        }
+        let lb_ingress = if cr.spec.media.mode == MediaMode::LoadBalancer {
+            let want = services::media_services(cr, &name);
+            let mut first_ingress = None;
+            for (i, svc) in want.iter().enumerate() {
+                wanted_media.insert(svc.name_any());
+                let applied = apply(&svcs, svc).await?;
+                if i == 0 {
+                    first_ingress = services::ingress_address(&applied);
+                }
+            }
+            first_ingress
+        } else {
+            None
+        };
+        match address::advertised(cr, node, lb_ingress.as_deref()) {
+            Ok(adv) => {
+                addresses.insert(name.clone(), Ok(adv.host_override.clone()));
+                desired.insert(name.clone(), pod::pod(cr, &name, &adv, &credentials));
+            }
+            Err(e) => {
+                let reason = match e {
+                    AddressError::Missing(_) => reasons::ADDRESS_MISSING,
+                    AddressError::WaitingForLoadBalancer => reasons::WAITING_FOR_LOAD_BALANCER,
+                };
+                if reason == reasons::WAITING_FOR_LOAD_BALANCER {
+                    progress.push(problem(reason, &name, e.to_string()));
+                } else {
+                    problems.push(problem(reason, &name, e.to_string()));
+                    ctx.event(
+                        cr,
+                        EventType::Warning,
+                        reason,
+                        "ChooseAddress",
+                        &format!("node {name}: {e}"),
+                    )
+                    .await;
+                }
+                addresses.insert(name.clone(), Err(e.to_string()));
+                keep.insert(name);
+            }
+        }
+    }
+    // Media Services of nodes that no longer run rtcd.
+    for svc in &media_svcs {
+        if svc.annotations().contains_key(ANN_NODE) && !wanted_media.contains(&svc.name_any()) {
+            delete_owned(&svcs, cr, &svc.name_any()).await?;
+        }
+    }
+
+    // 5. The rollout plan.
+    let existing: Vec<Existing> = pods
+        .iter()
+        .filter_map(|p| {
+            Some(Existing {
+                name: p.name_any(),
+                node: p.annotations().get(ANN_NODE)?.clone(),
+                hash: p.annotations().get(ANN_SPEC_HASH).cloned().unwrap_or_default(),
+                ready: pod_ready(p),
+                terminating: p.metadata.deletion_timestamp.is_some(),
+            })
+        })
+        .collect();
+    let hashes: BTreeMap<String, String> = desired
+        .iter()
+        .map(|(n, p)| {
+            (
+                n.clone(),
+                p.annotations().get(ANN_SPEC_HASH).cloned().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let plan = plan::plan(&hashes, &keep, &existing);
+    for node in &plan.create {
+        if let Some(p) = desired.get(node) {
+            apply(&pods_api, p).await?;
+            progress.push(problem(reasons::CREATING_PODS, node, "creating pod".into()));
+            ctx.event(
+                cr,
+                EventType::Normal,
+                "PodCreated",
+                "CreatePod",
+                &format!("created {} on node {node}", p.name_any()),
+            )
+            .await;
+        }
+    }
+    for name in &plan.remove {
+        let node = existing
+            .iter()
+            .find(|e| &e.name == name)
+            .map(|e| e.node.clone())
+            .unwrap_or_default();
+        // A pod whose node is gone has no kubelet to drain it; anything else drains in full.
+        let dp = if node_names.contains(&node) {
+            DeleteParams::default()
+        } else {
+            DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            }
+        };
+        delete_pod(&pods_api, name, &dp).await?;
+        progress.push(problem(reasons::DRAINING, &node, format!("draining {name}")));
+        let why = addresses
+            .get(&node)
+            .and_then(|a| a.clone().err())
+            .unwrap_or_else(|| "node is gone".into());
+        ctx.event(
+            cr,
+            EventType::Normal,
+            "PodDraining",
+            "DeletePod",
+            &format!("draining {name}: {why}"),
+        )
+        .await;
+    }
+    if let Some(name) = &plan.roll {
+        delete_pod(&pods_api, name, &DeleteParams::default()).await?;
+        ctx.event(
+            cr,
+            EventType::Normal,
+            "RollingUpdate",
+            "DeletePod",
+            &format!("rolling {name} to the new spec"),
+        )
+        .await;
+    }
+    for name in &plan.outdated {
+        let node = existing
+            .iter()
+            .find(|e| &e.name == name)
+            .map(|e| e.node.clone())
+            .unwrap_or_default();
+        progress.push(problem(
+            reasons::ROLLING_UPDATE,
+            &node,
+            format!("{name} waits to roll"),
+        ));
+    }
+    for name in &plan.draining {
+        let node = existing
+            .iter()
+            .find(|e| &e.name == name)
+            .map(|e| e.node.clone())
+            .unwrap_or_default();
+        progress.push(problem(reasons::DRAINING, &node, format!("{name} is draining")));
+    }
+
+    // 6. Observe: pods and rtcd's own health.
+    let live_uids: HashSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
+    ctx.health.retain(&live_uids);
+    let api_port = cr.spec.config.api_port;
+    let mut node_status = Vec::new();
+    let mut ready_count = 0;
+    let mut all_listed: BTreeSet<String> = desired.keys().cloned().collect();
+    all_listed.extend(existing.iter().map(|e| e.node.clone()));
+    all_listed.extend(addresses.keys().cloned());
+    for node in &all_listed {
+        let p = pods
+            .iter()
+            .filter(|p| p.annotations().get(ANN_NODE) == Some(node))
+            .min_by_key(|p| p.metadata.deletion_timestamp.is_some());
+        let mut ns_entry = NodeStatus {
+            node: node.clone(),
+            pod: p.map(ResourceExt::name_any),
+            address: p
+                .and_then(|p| p.annotations().get(resources::ANN_ADDRESS).cloned())
+                .or_else(|| addresses.get(node).and_then(|a| a.clone().ok())),
+            ready: false,
+            state: "Pending".into(),
+            cpu_load: None,
+            sessions: None,
+            message: None,
+        };
+        let Some(p) = p else {
+            ns_entry.state = match addresses.get(node) {
+                Some(Err(e)) if e.contains("LoadBalancer") => "WaitingForLoadBalancer".into(),
+                Some(Err(e)) if e.starts_with("no address") => "WaitingForAddress".into(),
+                Some(Err(_)) => "Removed".into(),
+                _ => "Pending".into(),
+            };
+            ns_entry.message = addresses.get(node).and_then(|a| a.clone().err());
+            node_status.push(ns_entry);
+            continue;
+        };
+        if p.metadata.deletion_timestamp.is_some() {
+            ns_entry.state = "Draining".into();
+        } else if hashes
+            .get(node)
+            .is_some_and(|h| p.annotations().get(ANN_SPEC_HASH) != Some(h))
+        {
+            ns_entry.state = "Updating".into();
+        } else {
+            ns_entry.state = p
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_else(|| "Pending".into());
+        }
+        if let Some(reason) = image_problem(p) {
+            problems.push(problem(reasons::IMAGE_PULL_ERROR, node, reason.clone()));
+            ctx.event(
+                cr,
+                EventType::Warning,
+                reasons::IMAGE_PULL_ERROR,
+                "ObservePod",
+                &format!("node {node}: {reason}"),
+            )
+            .await;
+            ns_entry.message = Some(reason);
+        }
+        let ip = p
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse::<IpAddr>().ok());
+        let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        let mut healthy = false;
+        if let (Some(ip), true, Some(uid)) = (ip, running, p.uid()) {
+            let h = ctx
+                .health
+                .get_or_poll(&uid, SocketAddr::new(ip, api_port), HEALTH_MAX_AGE)
+                .await;
+            ns_entry.cpu_load = h.cpu_load;
+            ns_entry.sessions = h.sessions;
+            healthy = h.ok;
+            if h.draining && ns_entry.state != "Draining" {
+                ns_entry.state = "Draining".into();
+            }
+            if let Some(e) = &h.error {
+                ns_entry
+                    .message
+                    .get_or_insert_with(|| format!("health check failed: {e}"));
+            }
+        }
+        ns_entry.ready = pod_ready(p) && healthy && p.metadata.deletion_timestamp.is_none();
+        if desired.contains_key(node) || keep.contains(node) {
+            if ns_entry.ready {
+                ready_count += 1;
+            } else if ns_entry.state != "Draining" {
+                let why = if !pod_ready(p) {
+                    "pod is not ready".to_string()
+                } else {
+                    ns_entry
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| "rtcd health is not ok".into())
+                };
+                ns_entry.message.get_or_insert_with(|| why.clone());
+                if !plan.create.contains(node) {
+                    problems.push(problem(reasons::POD_NOT_READY, node, why));
+                }
+            }
+        }
+        node_status.push(ns_entry);
+    }
+    let desired_count = desired.len()
+        + keep
+            .iter()
+            .filter(|n| existing.iter().any(|e| &e.node == *n))
+            .count();
+    let summary = Summary {
+        blocked: None,
+        problems,
+        progress,
+        desired: desired_count,
+        ready: ready_count,
+        deleting: false,
+    };
+    let busy = !summary.progress.is_empty();
+    write_status(
+        cr,
+        ctx,
+        &prev,
+        summary,
+        node_status,
+        Some(credentials.name.clone()),
+    )
+    .await?;
+    Ok(Action::requeue(if busy { BUSY } else { IDLE }))
+}
+
+/// The finalizer: drain every pod, then remove every child, then let the CR go.
+async fn cleanup(cr: &RtcdCluster, ctx: &Context, ns: &str) -> Result<Action> {
+    if !cr.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!("{LABEL_CLUSTER}={}", cr.name_any());
+    let pods = pods_api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items;
+    if !pods.is_empty() {
+        for p in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+            delete_pod(&pods_api, &p.name_any(), &DeleteParams::default()).await?;
+            ctx.event(
+                cr,
+                EventType::Normal,
+                "PodDraining",
+                "DeletePod",
+                &format!("draining {} (cluster deleted)", p.name_any()),
+            )
+            .await;
+        }
+        let prev = cr.status.clone().unwrap_or_default();
+        let summary = Summary {
+            deleting: true,
+            progress: pods
+                .iter()
+                .map(|p| {
+                    problem(
+                        reasons::DRAINING,
+                        &p.annotations().get(ANN_NODE).cloned().unwrap_or_default(),
+                        format!("{} is draining", p.name_any()),
+                    )
+                })
+                .collect(),
+            ..Summary::default()
+        };
+        write_status(
+            cr,
+            ctx,
+            &prev,
+            summary,
+            prev.nodes.clone(),
+            prev.credentials_secret.clone(),
+        )
+        .await?;
+        return Ok(Action::requeue(BUSY));
+    }
+    let svcs: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+    for s in svcs.list(&ListParams::default().labels(&selector)).await?.items {
+        delete_owned(&svcs, cr, &s.name_any()).await?;
+    }
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), ns);
+    delete_owned(&pdbs, cr, &cr.name_any()).await?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    delete_owned(&secrets, cr, &resources::credentials_secret_name(cr)).await?;
+    if let Some(api) = service_monitor_api(ctx, ns).await {
+        delete_owned(&api, cr, &cr.name_any()).await?;
+    }
+    let rest: Vec<&String> = cr.finalizers().iter().filter(|f| *f != FINALIZER).collect();
+    let crs: Api<RtcdCluster> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": cr.resource_version()}});
+    crs.patch(&cr.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    ctx.event(
+        cr,
+        EventType::Normal,
+        "Deleted",
+        "Finalize",
+        "every instance drained and every child removed",
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+fn blocked(reason: &'static str, detail: String) -> Summary {
+    Summary {
+        blocked: Some(Problem {
+            reason,
+            node: String::new(),
+            detail,
+        }),
+        ..Summary::default()
+    }
+}
+
+fn problem(reason: &'static str, node: &str, detail: String) -> Problem {
+    Problem {
+        reason,
+        node: node.to_string(),
+        detail,
+    }
+}
+
+async fn write_status(
+    cr: &RtcdCluster,
+    ctx: &Context,
+    prev: &RtcdClusterStatus,
+    summary: Summary,
+    mut nodes: Vec<NodeStatus>,
+    credentials_secret: Option<String>,
+) -> Result<()> {
+    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    let now = Timestamp::now().to_string();
+    let status = RtcdClusterStatus {
+        observed_generation: cr.metadata.generation,
+        conditions: status::compute(&prev.conditions, cr.metadata.generation, &now, &summary),
+        ready_nodes: Some(status::ready_nodes(&nodes, summary.desired)),
+        credentials_secret,
+        nodes,
+    };
+    if cr.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let crs: Api<RtcdCluster> = Api::namespaced(ctx.client.clone(), &cr.namespace().unwrap_or_default());
+    let body = json!({
+        "apiVersion": RtcdCluster::api_version(&()),
+        "kind": RtcdCluster::kind(&()),
+        "status": status,
+    });
+    crs.patch_status(
+        &cr.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Server-side apply with the one field manager.
+async fn apply<K>(api: &Api<K>, obj: &K) -> Result<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let name = obj
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::Invalid("object without a name".into()))?;
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(obj),
+        )
+        .await?)
+}
+
+async fn delete_pod(api: &Api<Pod>, name: &str, dp: &DeleteParams) -> Result<()> {
+    match api.delete(name, dp).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes `name` if it exists and `cr` controls it.
+async fn delete_owned<K>(api: &Api<K>, cr: &RtcdCluster, name: &str) -> Result<()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(obj) = api.get_opt(name).await? else {
+        return Ok(());
+    };
+    let ours = obj
+        .owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == cr.metadata.uid.as_ref());
+    if ours {
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn has_key(s: &Secret, key: &str) -> bool {
+    s.data.as_ref().is_some_and(|d| d.contains_key(key))
+        || s.string_data.as_ref().is_some_and(|d| d.contains_key(key))
+}
+
+/// The generated admin-key Secret: created once with 32 random bytes, never rewritten.
+async fn ensure_generated_credentials(
+    cr: &RtcdCluster,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+) -> Result<SecretKeyRef> {
+    let name = resources::credentials_secret_name(cr);
+    if secrets.get_opt(&name).await?.is_none() {
+        let mut raw = [0u8; 32];
+        getrandom::fill(&mut raw).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
+        use base64::Engine as _;
+        let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        secrets
+            .create(
+                &kube::api::PostParams::default(),
+                &resources::credentials_secret(cr, &key),
+            )
+            .await?;
+        ctx.event(
+            cr,
+            EventType::Normal,
+            "CredentialsGenerated",
+            "CreateSecret",
+            &format!("generated admin key in Secret {name}"),
+        )
+        .await;
+    }
+    Ok(SecretKeyRef {
+        name,
+        key: CREDENTIALS_KEY.into(),
+    })
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// An image that cannot be pulled, from container (or init container) waiting reasons.
+fn image_problem(p: &Pod) -> Option<String> {
+    let st = p.status.as_ref()?;
+    st.init_container_statuses
+        .iter()
+        .flatten()
+        .chain(st.container_statuses.iter().flatten())
+        .find_map(|c| {
+            let w = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = w.reason.as_deref()?;
+            matches!(
+                reason,
+                "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" | "ErrImageNeverPull"
+            )
+            .then(|| {
+                format!(
+                    "container {} cannot pull {}: {reason}{}",
+                    c.name,
+                    c.image,
+                    w.message
+                        .as_deref()
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default()
+                )
+            })
+        })
+}
+
+async fn service_monitor_api(ctx: &Context, ns: &str) -> Option<Api<DynamicObject>> {
+    let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
+    let (ar, _) = kube::discovery::pinned_kind(&ctx.client, &gvk).await.ok()?;
+    Some(Api::namespaced_with(ctx.client.clone(), ns, &ar))
+}
+
+async fn reconcile_service_monitor(cr: &RtcdCluster, ctx: &Context, ns: &str) -> Result<()> {
+    let Some(api) = service_monitor_api(ctx, ns).await else {
+        return Ok(());
+    };
+    if cr.spec.service_monitor.enabled {
+        let obj: DynamicObject = serde_json::from_value(resources::service_monitor(cr))?;
+        api.patch(
+            &cr.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&obj),
+        )
+        .await?;
+    } else {
+        delete_owned(&api, cr, &cr.name_any()).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! Composition root: command line, logging, the admin server, leader election and the
+//! controller, and a clean stop on SIGTERM/SIGINT.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
+
+use clap::Parser;
+use tokio::sync::watch;
+
+use crate::{admin, controller, leader::Elector, metrics::Metrics};
+
+/// Reconciles RtcdCluster resources into per-node rtcd pods.
+#[derive(Debug, Parser)]
+#[command(name = "rtcd-operator", version)]
+pub struct Args {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "ADMIN_ADDRESS", default_value = "0.0.0.0:8080")]
+    pub admin_address: SocketAddr,
+    /// Namespace of the leader Lease (default: the pod's namespace, else "default").
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "rtcd-operator")]
+    pub lease_name: String,
+    /// Lease duration in seconds.
+    #[arg(long, env = "LEASE_SECONDS", default_value_t = 15)]
+    pub lease_seconds: u64,
+    /// Run without leader election (a single replica only).
+    #[arg(long)]
+    pub no_leader_election: bool,
+    /// Log format: json or plain.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json", value_parser = ["json", "plain"])]
+    pub log_format: String,
+}
+
+/// Runs the operator until a signal; the exit code says how it ended.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if args.log_format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(args.admin_address)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.admin_address))?;
+    let app = admin::router(admin::AdminState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "admin server stopped");
+        }
+    });
+
+    let client = kube::Client::try_default().await?;
+    let version = client.apiserver_version().await?;
+    tracing::info!(server = %version.git_version, "connected to the apiserver");
+    ready.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let elector = (!args.no_leader_election).then(|| {
+        let ns = args.lease_namespace.clone().unwrap_or_else(|| "default".into());
+        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+            let mut b = [0u8; 4];
+            let _ = getrandom::fill(&mut b);
+            format!(
+                "rtcd-operator-{}",
+                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+            )
+        });
+        Elector::new(
+            client.clone(),
+            &ns,
+            &args.lease_name,
+            identity,
+            Duration::from_secs(args.lease_seconds),
+        )
+    });
+    if let Some(e) = &elector {
+        tracing::info!(identity = e.identity(), "waiting for the leader lease");
+        tokio::select! {
+            r = e.acquire() => r?,
+            () = stopped(stop_rx.clone()) => return Ok(()),
+        }
+        metrics.leader.set(1);
+        tracing::info!(identity = e.identity(), "leading");
+    }
+    let ctl = controller::run(
+        client,
+        metrics.clone(),
+        args.namespace.clone(),
+        stopped(stop_rx.clone()),
+    );
+    let outcome = match &elector {
+        Some(e) => tokio::select! {
+            () = ctl => Ok(()),
+            err = e.keep() => Err(anyhow::anyhow!("stopping: {err}")),
+        },
+        None => {
+            ctl.await;
+            Ok(())
+        }
+    };
+    if let Some(e) = &elector {
+        e.release().await;
+        metrics.leader.set(0);
+    }
+    tracing::info!("stopped");
+    outcome
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! Checks of an `RtcdCluster` spec that the CRD schema cannot express. Each problem names the
+//! field (`spec.config.rtc.iceServers[1].credential`), so `Ready=False` says what to fix.
+
+use std::net::IpAddr;
+
+use crate::crd::{RtcdClusterSpec, SecretKeyRef};
+
+/// One invalid field.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FieldError {
+    /// JSON path of the field, from `spec`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Every problem in `spec`, sorted by field.
+pub fn validate(spec: &RtcdClusterSpec) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let mut err = |field: String, message: String| errs.push(FieldError { field, message });
+    if spec.image.trim().is_empty() {
+        err("spec.image".into(), "must not be empty".into());
+    }
+    let c = &spec.config;
+    for (i, o) in c.allowed_origins.iter().enumerate() {
+        if !valid_origin(o) {
+            err(
+                format!("spec.config.allowedOrigins[{i}]"),
+                format!("{o:?} is not scheme://host[:port]"),
+            );
+        }
+    }
+    if c.api_port == c.rtc.tcp_port {
+        err(
+            "spec.config.apiPort".into(),
+            format!("{} is also config.rtc.tcpPort; both listen on TCP", c.api_port),
+        );
+    }
+    for (i, s) in c.rtc.ice_servers.iter().enumerate() {
+        let path = format!("spec.config.rtc.iceServers[{i}]");
+        if s.urls.is_empty() {
+            err(format!("{path}.urls"), "needs at least one URL".into());
+        }
+        let mut kinds = std::collections::BTreeSet::new();
+        for (j, u) in s.urls.iter().enumerate() {
+            match u.split_once(':') {
+                Some(("stun" | "stuns", rest)) if !rest.is_empty() => {
+                    kinds.insert("stun");
+                }
+                Some(("turn" | "turns", rest)) if !rest.is_empty() => {
+                    kinds.insert("turn");
+                }
+                _ => err(
+                    format!("{path}.urls[{j}]"),
+                    format!("{u:?} must start with stun:, stuns:, turn: or turns: and name a host"),
+                ),
+            }
+        }
+        if kinds.len() > 1 {
+            err(
+                format!("{path}.urls"),
+                "one entry must not mix STUN and TURN URLs".into(),
+            );
+        }
+        if s.username.is_some() != s.credential.is_some() {
+            err(path.clone(), "username and credential go together".into());
+        }
+        if kinds.contains("turn") && c.rtc.turn_static_auth_secret.is_none() {
+            err(
+                path.clone(),
+                "rtcd uses TURN servers only with config.rtc.turnStaticAuthSecret set".into(),
+            );
+        }
+        if let Some(cred) = &s.credential {
+            secret_ref(&mut err, &format!("{path}.credential"), cred);
+        }
+    }
+    if let Some(s) = &c.rtc.turn_static_auth_secret {
+        secret_ref(&mut err, "spec.config.rtc.turnStaticAuthSecret", s);
+    }
+    if let Some(s) = &spec.credentials {
+        secret_ref(&mut err, "spec.credentials", s);
+    }
+    if let Some(d) = &c.drain_timeout {
+        match parse_duration_secs(d) {
+            Some(secs) if secs > spec.drain.termination_grace_period_seconds.max(0) as u64 => err(
+                "spec.config.drainTimeout".into(),
+                format!(
+                    "{d} is longer than drain.terminationGracePeriodSeconds ({}s); the kubelet would kill rtcd first",
+                    spec.drain.termination_grace_period_seconds
+                ),
+            ),
+            Some(_) => {}
+            None => err(
+                "spec.config.drainTimeout".into(),
+                format!("{d:?} is not a duration like 30s or 15m"),
+            ),
+        }
+    }
+    for (i, e) in c.extra_env.iter().enumerate() {
+        let ok = e
+            .name
+            .starts_with(|ch: char| ch.is_ascii_alphabetic() || ch == '_')
+            && e.name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+        if !ok {
+            err(
+                format!("spec.config.extraEnv[{i}].name"),
+                format!("{:?} is not an environment variable name", e.name),
+            );
+        }
+    }
+    let ho = &spec.ice_host_override;
+    for (node, addr) in &ho.static_addresses {
+        if !valid_host(addr) {
+            err(
+                format!("spec.iceHostOverride.static[{node}]"),
+                format!("{addr:?} is not an IP address or DNS name"),
+            );
+        }
+    }
+    if let Some(k) = &ho.annotation
+        && !valid_qualified_name(k)
+    {
+        err(
+            "spec.iceHostOverride.annotation".into(),
+            format!("{k:?} is not a valid annotation key"),
+        );
+    }
+    if let Some(p) = &ho.port_override {
+        for (node, port) in &p.nodes {
+            if !(80..=49151).contains(port) {
+                err(
+                    format!("spec.iceHostOverride.portOverride.nodes[{node}]"),
+                    format!("{port} is outside 80-49151"),
+                );
+            }
+        }
+    }
+    if let Some(lb) = &spec.media.load_balancer {
+        for (i, r) in lb.source_ranges.iter().enumerate() {
+            if !valid_cidr(r) {
+                err(
+                    format!("spec.media.loadBalancer.sourceRanges[{i}]"),
+                    format!("{r:?} is not a CIDR"),
+                );
+            }
+        }
+    }
+    for (k, v) in &spec.sysctls.values {
+        if v.is_empty()
+            || !v
+                .split(' ')
+                .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        {
+            err(
+                format!("spec.sysctls.values[{k}]"),
+                format!("{v:?} is not a number (or space-separated numbers)"),
+            );
+        }
+    }
+    for k in spec.sysctls.values.keys() {
+        let ok = !k.is_empty()
+            && k.split('.').all(|p| {
+                !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            });
+        if !ok {
+            err(
+                format!("spec.sysctls.values[{k}]"),
+                "is not a dotted sysctl name like net.core.rmem_max".into(),
+            );
+        }
+    }
+    if spec.sysctls.enabled && spec.sysctls.image.trim().is_empty() {
+        err(
+            "spec.sysctls.image".into(),
+            "must not be empty while sysctls are enabled".into(),
+        );
+    }
+    errs.sort();
+    errs
+}
+
+fn secret_ref(err: &mut impl FnMut(String, String), path: &str, r: &SecretKeyRef) {
+    if !valid_dns_subdomain(&r.name) {
+        err(
+            format!("{path}.name"),
+            format!("{:?} is not a valid Secret name", r.name),
+        );
+    }
+    if r.key.is_empty()
+        || !r
+            .key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+    {
+        err(
+            format!("{path}.key"),
+            format!("{:?} is not a valid Secret key", r.key),
+        );
+    }
+}
+
+/// `30s`, `15m`, `2h`, `500ms` → whole seconds.
+fn parse_duration_secs(s: &str) -> Option<u64> {
+    let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+    let n: u64 = digits.parse().ok()?;
+    match &s[digits.len()..] {
+        "ms" => Some(n / 1000),
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        _ => None,
+    }
+}
+
+fn valid_origin(o: &str) -> bool {
+    let Some((scheme, rest)) = o.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains('/') && !rest.contains('*')
+}
+
+fn valid_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+fn valid_host(s: &str) -> bool {
+    s.parse::<IpAddr>().is_ok() || valid_dns_subdomain(&s.to_ascii_lowercase())
+}
+
+fn valid_qualified_name(k: &str) -> bool {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    prefix.is_none_or(valid_dns_subdomain)
+        && !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn valid_cidr(s: &str) -> bool {
+    let Some((ip, len)) = s.split_once('/') else {
+        return false;
+    };
+    match (ip.parse::<IpAddr>(), len.parse::<u8>()) {
+        (Ok(IpAddr::V4(_)), Ok(l)) => l <= 32,
+        (Ok(IpAddr::V6(_)), Ok(l)) => l <= 128,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::IceServer;
+
+    fn spec() -> RtcdClusterSpec {
+        serde_json::from_value(serde_json::json!({})).expect("defaults")
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(validate(&spec()), vec![]);
+    }
+
+    #[test]
+    fn each_error_names_its_field() {
+        let mut s = spec();
+        s.config.allowed_origins = vec!["https://ok.example.com".into(), "ftp:/nope".into()];
+        s.config.rtc.ice_servers = vec![IceServer {
+            urls: vec![
+                "turn:turn.example.com:3478".into(),
+                "stun:stun.example.com:3478".into(),
+            ],
+            username: Some("u".into()),
+            credential: None,
+        }];
+        s.config.drain_timeout = Some("2h".into());
+        s.ice_host_override
+            .static_addresses
+            .insert("node-a".into(), "not an address!".into());
+        s.config.extra_env = vec![k8s_openapi::api::core::v1::EnvVar {
+            name: "1BAD".into(),
+            ..Default::default()
+        }];
+        let fields: Vec<String> = validate(&s).into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.config.allowedOrigins[1]",
+                "spec.config.drainTimeout",
+                "spec.config.extraEnv[0].name",
+                "spec.config.rtc.iceServers[0]",
+                "spec.config.rtc.iceServers[0]",
+                "spec.config.rtc.iceServers[0].urls",
+                "spec.iceHostOverride.static[node-a]",
+            ]
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_secs("30s"), Some(30));
+        assert_eq!(parse_duration_secs("15m"), Some(900));
+        assert_eq!(parse_duration_secs("2h"), Some(7200));
+        assert_eq!(parse_duration_secs("1d"), None);
+        assert_eq!(parse_duration_secs(""), None);
+    }
+}

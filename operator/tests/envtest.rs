@@ -1,0 +1,1047 @@
+//! The operator against a real control plane (etcd, kube-apiserver, kube-controller-manager,
+//! kube-scheduler, kwok; see e2e/envtest/), with a real rtcd behind every fake node's address.
+//! Run by `scripts/operator-e2e.sh`, which starts the stack inside a network namespace and sets
+//! KUBECONFIG, RTCD_BIN and KUBECTL. Each test owns a namespace, a node label and an operator.
+
+#![allow(clippy::unwrap_used)] // test crate: a failed unwrap is a failed test
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::{
+    core::v1::{Node, Pod, Secret, Service},
+    discovery::v1::EndpointSlice,
+    policy::v1::PodDisruptionBudget,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use rtcd_operator::crd::RtcdCluster;
+use serde_json::{Value, json};
+
+const OPERATOR: &str = env!("CARGO_BIN_EXE_rtcd-operator");
+
+fn rtcd_bin() -> String {
+    std::env::var("RTCD_BIN").expect("RTCD_BIN (set by scripts/operator-e2e.sh)")
+}
+
+async fn client() -> Client {
+    Client::try_default()
+        .await
+        .expect("KUBECONFIG (set by scripts/operator-e2e.sh)")
+}
+
+/// Polls `f` every 200 ms until it returns Some, for at most `secs`.
+async fn eventually<T, F, Fut>(what: &str, secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out after {secs}s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A child process killed on drop.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn stop(&mut self) {
+        // Never signal a pid after the child was reaped: the number may belong to another process.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_operator(ns: &str, tag: &str) -> (Proc, u16) {
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("operator-{ns}-{tag}.log"));
+    let mut cmd = Command::new(OPERATOR);
+    // As the operator's own ServiceAccount (the shipped RBAC) when the runner provides it.
+    if let Ok(k) = std::env::var("OPERATOR_KUBECONFIG") {
+        cmd.env("KUBECONFIG", k);
+    }
+    let child = cmd
+        .args(["--namespace", ns, "--admin-address", &format!("127.0.0.1:{port}")])
+        .args(["--lease-namespace", ns, "--lease-seconds", "6"])
+        .env("RUST_LOG", "info,rtcd_operator=debug,kube=warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    (Proc { child, log }, port)
+}
+
+/// A real rtcd answering on the fake node's address, as the pod would.
+fn start_rtcd(ip: &str) -> Proc {
+    let dir = std::env::temp_dir().join(format!("rtcd-{ip}"));
+    let _ = std::fs::create_dir_all(&dir);
+    let log = dir.join("stderr.log");
+    let child = Command::new(rtcd_bin())
+        .env("RTCD_API_HTTP_LISTENADDRESS", format!("{ip}:8045"))
+        .env("RTCD_RTC_ICEADDRESSUDP", ip)
+        .env("RTCD_RTC_ICEADDRESSTCP", ip)
+        .env("RTCD_RTC_UDPSOCKETSCOUNT", "1")
+        .env("RTCD_STORE_DATASOURCE", dir.join("db").display().to_string())
+        .env("RTCD_LOGGER_ENABLEFILE", "false")
+        .env("RTCD_API_SECURITY_ENABLEADMIN", "true")
+        .env("RTCD_API_SECURITY_ADMINSECRETKEY", "envtest-admin-key")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    Proc { child, log }
+}
+
+async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        code,
+        text.split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default(),
+    ))
+}
+
+async fn create_namespace(c: &Client, ns: &str) {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(c.clone());
+    let _ = api
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await;
+}
+
+async fn create_node(c: &Client, name: &str, group: &str, internal: &str, external: Option<&str>) {
+    let mut addresses = vec![
+        json!({"type": "InternalIP", "address": internal}),
+        json!({"type": "Hostname", "address": name}),
+    ];
+    if let Some(e) = external {
+        addresses.push(json!({"type": "ExternalIP", "address": e}));
+    }
+    let res = json!({"cpu": "8", "memory": "16Gi", "pods": "110"});
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"type": "kwok", "rtcd-test": group, "kubernetes.io/hostname": name}},
+        "spec": {},
+        "status": {
+            "addresses": addresses,
+            "capacity": res, "allocatable": res,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kwok"}],
+            "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "fake", "kubeProxyVersion": "fake",
+                         "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "", "osImage": "", "containerRuntimeVersion": ""},
+        },
+    }))
+    .unwrap();
+    let api: Api<Node> = Api::all(c.clone());
+    let _ = api.delete(name, &DeleteParams::default()).await;
+    eventually("old node to go", 20, || {
+        let api = api.clone();
+        async move { api.get_opt(name).await.unwrap().is_none().then_some(()) }
+    })
+    .await;
+    api.create(&PostParams::default(), &node).await.unwrap();
+}
+
+async fn delete_nodes(c: &Client, group: &str) {
+    let api: Api<Node> = Api::all(c.clone());
+    for n in api
+        .list(&ListParams::default().labels(&format!("rtcd-test={group}")))
+        .await
+        .unwrap()
+    {
+        let _ = api.delete(&n.name_any(), &DeleteParams::default()).await;
+    }
+}
+
+fn cluster(name: &str, group: &str, extra: Value) -> RtcdCluster {
+    let mut spec = json!({
+        "image": "rtcd-rs/rtcd:envtest",
+        "nodeSelector": {"rtcd-test": group},
+        "drain": {"terminationGracePeriodSeconds": 60},
+    });
+    merge(&mut spec, extra);
+    serde_json::from_value(json!({
+        "apiVersion": "rtcd-rs.dev/v1alpha1", "kind": "RtcdCluster",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn merge(a: &mut Value, b: Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+async fn pods_by_node(c: &Client, ns: &str, name: &str) -> BTreeMap<String, Pod> {
+    let api: Api<Pod> = Api::namespaced(c.clone(), ns);
+    api.list(&ListParams::default().labels(&format!("rtcd-rs.dev/cluster={name}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| {
+            (
+                p.annotations()
+                    .get("rtcd-rs.dev/node-name")
+                    .cloned()
+                    .unwrap_or_default(),
+                p,
+            )
+        })
+        .collect()
+}
+
+fn env_of(p: &Pod, name: &str) -> Option<String> {
+    p.spec.as_ref()?.containers[0]
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)?
+        .value
+        .clone()
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn condition(cr: &RtcdCluster, t: &str) -> Option<(String, String, String)> {
+    let c = cr.status.as_ref()?.conditions.iter().find(|c| c.type_ == t)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn get_cr(c: &Client, ns: &str, name: &str) -> RtcdCluster {
+    Api::<RtcdCluster>::namespaced(c.clone(), ns)
+        .get(name)
+        .await
+        .unwrap()
+}
+
+/// Ready endpoints of the headless Service: address → ready.
+async fn hosts_endpoints(c: &Client, ns: &str, svc: &str) -> BTreeMap<String, bool> {
+    let api: Api<EndpointSlice> = Api::namespaced(c.clone(), ns);
+    let mut out = BTreeMap::new();
+    for s in api
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={svc}")))
+        .await
+        .unwrap()
+    {
+        for e in s.endpoints.into_iter().flatten() {
+            let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false);
+            for a in e.addresses {
+                out.insert(a, ready);
+            }
+        }
+    }
+    out
+}
+
+async fn set_pod_ready(c: &Client, ns: &str, pod: &str, ready: bool) {
+    let api: Api<Pod> = Api::namespaced(c.clone(), ns);
+    let s = if ready { "True" } else { "False" };
+    let patch = json!({"status": {"conditions": [{"type": "Ready", "status": s}, {"type": "ContainersReady", "status": s}]}});
+    api.patch_status(pod, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .unwrap();
+}
+
+async fn resource_versions(c: &Client, ns: &str) -> BTreeMap<String, String> {
+    let sel = ListParams::default().labels("app.kubernetes.io/managed-by=rtcd-operator");
+    let mut out = BTreeMap::new();
+    for p in Api::<Pod>::namespaced(c.clone(), ns).list(&sel).await.unwrap() {
+        out.insert(
+            format!("pod/{}", p.name_any()),
+            p.resource_version().unwrap_or_default(),
+        );
+    }
+    for s in Api::<Service>::namespaced(c.clone(), ns)
+        .list(&sel)
+        .await
+        .unwrap()
+    {
+        out.insert(
+            format!("service/{}", s.name_any()),
+            s.resource_version().unwrap_or_default(),
+        );
+    }
+    for s in Api::<Secret>::namespaced(c.clone(), ns).list(&sel).await.unwrap() {
+        out.insert(
+            format!("secret/{}", s.name_any()),
+            s.resource_version().unwrap_or_default(),
+        );
+    }
+    for s in Api::<PodDisruptionBudget>::namespaced(c.clone(), ns)
+        .list(&sel)
+        .await
+        .unwrap()
+    {
+        out.insert(
+            format!("pdb/{}", s.name_any()),
+            s.resource_version().unwrap_or_default(),
+        );
+    }
+    out
+}
+
+fn kubectl(args: &[&str]) -> Option<String> {
+    let bin = std::env::var("KUBECTL").ok()?;
+    let out = Command::new(bin).args(args).output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test]
+#[ignore = "needs envtest (scripts/operator-e2e.sh)"]
+async fn fleet_lifecycle() {
+    let c = client().await;
+    let (ns, group) = ("fleet", "fleet");
+    create_namespace(&c, ns).await;
+    let ips = ["198.18.1.1", "198.18.1.2", "198.18.1.3", "198.18.1.4"];
+    let _rtcds: Vec<Proc> = ips.iter().map(|ip| start_rtcd(ip)).collect();
+    for (i, ip) in ips.iter().take(3).enumerate() {
+        create_node(
+            &c,
+            &format!("fleet-{i}"),
+            group,
+            ip,
+            Some(&format!("203.0.113.{}", i + 1)),
+        )
+        .await;
+    }
+    let (mut op, admin) = start_operator(ns, "1");
+    let crs: Api<RtcdCluster> = Api::namespaced(c.clone(), ns);
+    crs.create(&PostParams::default(), &cluster("calls", group, json!({})))
+        .await
+        .unwrap();
+
+    // 3 nodes with ExternalIPs → 3 pods, each advertising its own node.
+    let pods = eventually("3 pods", 60, || {
+        let c = c.clone();
+        async move {
+            let p = pods_by_node(&c, ns, "calls").await;
+            (p.len() == 3 && p.values().all(is_ready)).then_some(p)
+        }
+    })
+    .await;
+    for (i, ip) in ips.iter().take(3).enumerate() {
+        let p = &pods[&format!("fleet-{i}")];
+        assert_eq!(
+            env_of(p, "RTCD_RTC_ICEHOSTOVERRIDE"),
+            Some(format!("203.0.113.{}/{ip}", i + 1))
+        );
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(spec.host_network, Some(true));
+        assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
+        assert_eq!(
+            spec.node_name.as_deref(),
+            Some(format!("fleet-{i}").as_str()),
+            "scheduled onto its node"
+        );
+        let init = &spec.init_containers.as_ref().unwrap()[0];
+        assert!(init.command.as_ref().unwrap()[2].contains("net.core.rmem_max='16777216'"));
+        let ctr = &spec.containers[0];
+        assert_eq!(
+            ctr.liveness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/version")
+        );
+        assert_eq!(
+            ctr.readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/api/v1/health")
+        );
+        assert!(ctr.startup_probe.is_some());
+        assert_eq!(
+            p.status.as_ref().unwrap().pod_ip.as_deref(),
+            Some(*ip),
+            "hostNetwork pod IP is the node's"
+        );
+    }
+    let svcs: Api<Service> = Api::namespaced(c.clone(), ns);
+    let hosts = svcs.get("calls-hosts").await.unwrap();
+    let ports: Vec<(i32, String)> = hosts
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| (p.port, p.protocol.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        ports,
+        vec![(8045, "TCP".into()), (8443, "UDP".into()), (8443, "TCP".into())]
+    );
+    assert_eq!(
+        svcs.get("calls").await.unwrap().spec.unwrap().type_.as_deref(),
+        Some("ClusterIP")
+    );
+    assert!(
+        Api::<PodDisruptionBudget>::namespaced(c.clone(), ns)
+            .get("calls")
+            .await
+            .is_ok()
+    );
+
+    // Status: Ready, per-node health polled from the real rtcd, a generated Secret by name only.
+    let cr = eventually("Ready=True", 60, || {
+        let c = c.clone();
+        async move {
+            let cr = get_cr(&c, ns, "calls").await;
+            (condition(&cr, "Ready").map(|x| x.0) == Some("True".into())).then_some(cr)
+        }
+    })
+    .await;
+    let st = cr.status.clone().unwrap();
+    assert_eq!(st.ready_nodes.as_deref(), Some("3/3"));
+    assert_eq!(st.observed_generation, cr.metadata.generation);
+    assert_eq!(st.credentials_secret.as_deref(), Some("calls-credentials"));
+    for n in &st.nodes {
+        assert!(n.ready && n.state == "Running", "{n:?}");
+        assert!(n.cpu_load.is_some(), "cpu_load from /system: {n:?}");
+        assert_eq!(n.sessions, Some(0));
+    }
+    let secret = Api::<Secret>::namespaced(c.clone(), ns)
+        .get("calls-credentials")
+        .await
+        .unwrap();
+    let key = secret.data.unwrap()["adminSecretKey"].0.clone();
+    assert!(key.len() >= 32, "a strong generated key");
+    assert!(
+        !serde_json::to_string(&cr.status)
+            .unwrap()
+            .contains(&String::from_utf8_lossy(&key).to_string())
+    );
+    let eps = eventually("3 ready endpoints", 30, || {
+        let c = c.clone();
+        async move {
+            let e = hosts_endpoints(&c, ns, "calls-hosts").await;
+            (e.len() == 3 && e.values().all(|r| *r)).then_some(e)
+        }
+    })
+    .await;
+    assert_eq!(
+        eps.keys().cloned().collect::<Vec<_>>(),
+        vec!["198.18.1.1", "198.18.1.2", "198.18.1.3"]
+    );
+    if let Some(out) = kubectl(&["get", "rtcdclusters", "-n", ns]) {
+        let header = out.lines().next().unwrap_or_default().to_string();
+        assert!(
+            header.contains("READY") && header.contains("NODES") && header.contains("AGE"),
+            "{out}"
+        );
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("calls") && l.contains("True") && l.contains("3/3")),
+            "{out}"
+        );
+    }
+    let (code, m) = http_get(&format!("127.0.0.1:{admin}"), "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(m.contains("rtcd_operator_reconciles_total{result=\"ok\"}"), "{m}");
+    assert_eq!(
+        http_get(&format!("127.0.0.1:{admin}"), "/readyz")
+            .await
+            .map(|x| x.0),
+        Some(200)
+    );
+
+    // ServiceMonitor: none while its CRD is absent; created once the CRD appears.
+    let gvk = kube::core::GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
+    assert!(
+        kube::discovery::pinned_kind(&c, &gvk).await.is_err(),
+        "no ServiceMonitor CRD yet"
+    );
+    let crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
+        serde_json::from_value(json!({
+            "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+            "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+                     "names": {"plural": "servicemonitors", "singular": "servicemonitor", "kind": "ServiceMonitor", "listKind": "ServiceMonitorList"},
+                     "versions": [{"name": "v1", "served": true, "storage": true,
+                                   "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]},
+        }))
+        .unwrap();
+    Api::all(c.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+        .unwrap();
+    let sm = eventually("ServiceMonitor", 60, || {
+        let c = c.clone();
+        let gvk = gvk.clone();
+        async move {
+            let (ar, _) = kube::discovery::pinned_kind(&c, &gvk).await.ok()?;
+            Api::<kube::api::DynamicObject>::namespaced_with(c.clone(), ns, &ar)
+                .get_opt("calls")
+                .await
+                .ok()?
+        }
+    })
+    .await;
+    assert_eq!(sm.data["spec"]["endpoints"][0]["path"], "/metrics");
+    assert_eq!(
+        sm.data["spec"]["selector"]["matchLabels"]["rtcd-rs.dev/service"],
+        "calls-api"
+    );
+
+    // A pod turns unready → out of the headless Service's endpoints, Degraded names the node.
+    set_pod_ready(&c, ns, "calls-fleet-1", false).await;
+    eventually("endpoint 198.18.1.2 not ready", 30, || {
+        let c = c.clone();
+        async move {
+            (hosts_endpoints(&c, ns, "calls-hosts").await.get("198.18.1.2") != Some(&true)).then_some(())
+        }
+    })
+    .await;
+    let (_, reason, msg) = eventually("Degraded naming fleet-1", 30, || {
+        let c = c.clone();
+        async move {
+            let cr = get_cr(&c, ns, "calls").await;
+            condition(&cr, "Degraded").filter(|d| d.0 == "True" && d.2.contains("fleet-1"))
+        }
+    })
+    .await;
+    assert_eq!(reason, "PodNotReady");
+    assert!(msg.contains("fleet-1: pod is not ready"), "{msg}");
+    assert_eq!(
+        condition(&get_cr(&c, ns, "calls").await, "Ready").unwrap().0,
+        "False"
+    );
+    set_pod_ready(&c, ns, "calls-fleet-1", true).await;
+    eventually("Ready again", 30, || {
+        let c = c.clone();
+        async move {
+            (condition(&get_cr(&c, ns, "calls").await, "Ready").map(|x| x.0) == Some("True".into()))
+                .then_some(())
+        }
+    })
+    .await;
+
+    // Restart the operator → zero writes to children.
+    let before = resource_versions(&c, ns).await;
+    assert_eq!(
+        before.len(),
+        7,
+        "3 pods, 2 Services, the Secret, the PDB: {before:?}"
+    );
+    op.stop();
+    let (op2, _) = start_operator(ns, "2");
+    let lease_held = eventually("new operator leads", 30, || {
+        let log = op2.log();
+        async move { log.contains("leading").then_some(()) }
+    });
+    lease_held.await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(
+        resource_versions(&c, ns).await,
+        before,
+        "a restarted operator must not rewrite children"
+    );
+    drop(op);
+    let _op = op2;
+
+    // Add a node → a new pod.
+    create_node(&c, "fleet-3", group, ips[3], Some("203.0.113.4")).await;
+    eventually("pod on fleet-3", 60, || {
+        let c = c.clone();
+        async move {
+            pods_by_node(&c, ns, "calls")
+                .await
+                .get("fleet-3")
+                .filter(|p| is_ready(p))
+                .map(|_| ())
+        }
+    })
+    .await;
+
+    // An address change rolls that node's pod only.
+    let nodes: Api<Node> = Api::all(c.clone());
+    let old_uid = pods_by_node(&c, ns, "calls").await["fleet-3"].uid();
+    let patch = json!({"status": {"addresses": [{"type": "InternalIP", "address": ips[3]}, {"type": "Hostname", "address": "fleet-3"}, {"type": "ExternalIP", "address": "203.0.113.44"}]}});
+    nodes
+        .patch_status("fleet-3", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually("fleet-3 rolled to the new address", 60, || {
+        let c = c.clone();
+        let old_uid = old_uid.clone();
+        async move {
+            let p = pods_by_node(&c, ns, "calls").await;
+            let p = p.get("fleet-3")?;
+            (p.uid() != old_uid
+                && env_of(p, "RTCD_RTC_ICEHOSTOVERRIDE").as_deref() == Some("203.0.113.44/198.18.1.4"))
+            .then_some(())
+        }
+    })
+    .await;
+
+    // NotReady → its pod drains and goes; Ready again → back.
+    let not_ready = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady", "message": "test"}]}});
+    nodes
+        .patch_status("fleet-0", &PatchParams::default(), &Patch::Strategic(&not_ready))
+        .await
+        .unwrap();
+    eventually("pod of the NotReady node gone", 60, || {
+        let c = c.clone();
+        async move { (!pods_by_node(&c, ns, "calls").await.contains_key("fleet-0")).then_some(()) }
+    })
+    .await;
+    let ready = json!({"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test"}]}});
+    nodes
+        .patch_status("fleet-0", &PatchParams::default(), &Patch::Strategic(&ready))
+        .await
+        .unwrap();
+
+    // Cordon one → its pod drains and goes. Delete another → its pod goes.
+    nodes
+        .patch(
+            "fleet-2",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"unschedulable": true}})),
+        )
+        .await
+        .unwrap();
+    nodes.delete("fleet-3", &DeleteParams::default()).await.unwrap();
+    eventually("pods of fleet-2 and fleet-3 gone", 60, || {
+        let c = c.clone();
+        async move {
+            let p = pods_by_node(&c, ns, "calls").await;
+            (!p.contains_key("fleet-2") && !p.contains_key("fleet-3") && p.len() == 2).then_some(())
+        }
+    })
+    .await;
+    let ev = kubectl(&[
+        "get",
+        "events",
+        "-n",
+        ns,
+        "-o",
+        "custom-columns=REASON:.reason,NOTE:.note",
+    ])
+    .unwrap_or_default();
+    assert!(
+        ev.is_empty() || (ev.contains("PodCreated") && ev.contains("PodDraining")),
+        "{ev}"
+    );
+    nodes
+        .patch(
+            "fleet-2",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"unschedulable": false}})),
+        )
+        .await
+        .unwrap();
+    eventually("3 ready pods again", 60, || {
+        let c = c.clone();
+        async move {
+            let p = pods_by_node(&c, ns, "calls").await;
+            (p.len() == 3 && p.values().all(is_ready)).then_some(())
+        }
+    })
+    .await;
+    eventually("Ready 3/3", 60, || {
+        let c = c.clone();
+        async move {
+            let cr = get_cr(&c, ns, "calls").await;
+            (condition(&cr, "Ready").map(|x| x.0) == Some("True".into())
+                && cr.status.as_ref()?.ready_nodes.as_deref() == Some("3/3"))
+            .then_some(())
+        }
+    })
+    .await;
+
+    // A spec change rolls one node at a time: never more than one node without a ready pod.
+    let before: BTreeMap<String, String> = pods_by_node(&c, ns, "calls")
+        .await
+        .into_iter()
+        .map(|(n, p)| (n, p.uid().unwrap()))
+        .collect();
+    crs.patch(
+        "calls",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"config": {"logLevel": "debug"}}})),
+    )
+    .await
+    .unwrap();
+    let start = Instant::now();
+    let mut worst = 0;
+    loop {
+        let p = pods_by_node(&c, ns, "calls").await;
+        let serving = before
+            .keys()
+            .filter(|n| {
+                p.get(*n)
+                    .is_some_and(|p| is_ready(p) && p.metadata.deletion_timestamp.is_none())
+            })
+            .count();
+        worst = worst.max(before.len() - serving);
+        let rolled = before.iter().all(|(n, uid)| {
+            p.get(n).is_some_and(|p| {
+                p.uid().as_ref() != Some(uid)
+                    && is_ready(p)
+                    && env_of(p, "RTCD_LOGGER_CONSOLELEVEL").as_deref() == Some("DEBUG")
+            })
+        });
+        if rolled {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "rolling update did not finish: {:?}",
+            p.keys()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        worst <= 1,
+        "{worst} nodes were out of service at once during the roll"
+    );
+
+    // Delete the CR → the finalizer drains and every child goes.
+    crs.delete("calls", &DeleteParams::default()).await.unwrap();
+    eventually("CR and children gone", 60, || {
+        let c = c.clone();
+        async move {
+            let gone = Api::<RtcdCluster>::namespaced(c.clone(), ns)
+                .get_opt("calls")
+                .await
+                .unwrap()
+                .is_none();
+            (gone && resource_versions(&c, ns).await.is_empty()).then_some(())
+        }
+    })
+    .await;
+    delete_nodes(&c, group).await;
+}
+
+#[tokio::test]
+#[ignore = "needs envtest (scripts/operator-e2e.sh)"]
+async fn invalid_specs_and_missing_secrets_are_reported_not_rolled_out() {
+    let c = client().await;
+    let (ns, group) = ("invalid", "invalid");
+    create_namespace(&c, ns).await;
+    let _rtcd = start_rtcd("198.18.1.21");
+    create_node(&c, "invalid-0", group, "198.18.1.21", Some("203.0.113.21")).await;
+    let (_op, _) = start_operator(ns, "1");
+    let crs: Api<RtcdCluster> = Api::namespaced(c.clone(), ns);
+
+    // The schema rejects what it can, naming the field.
+    let bad_mode = serde_json::from_value::<Value>(json!({
+        "apiVersion": "rtcd-rs.dev/v1alpha1", "kind": "RtcdCluster",
+        "metadata": {"name": "bad-mode"}, "spec": {"media": {"mode": "Bogus"}, "config": {"rtc": {"udpPort": 70000}}},
+    }))
+    .unwrap();
+    let dynamic: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(c.clone(), ns, &kube::api::ApiResource::erase::<RtcdCluster>(&()));
+    let err = dynamic
+        .create(&PostParams::default(), &serde_json::from_value(bad_mode).unwrap())
+        .await
+        .expect_err("schema must reject");
+    let text = err.to_string();
+    assert!(
+        text.contains("spec.media.mode") && text.contains("spec.config.rtc.udpPort"),
+        "{text}"
+    );
+
+    // What the schema cannot see: Ready=False naming the field; nothing is created.
+    crs.create(
+        &PostParams::default(),
+        &cluster("late", group, json!({"config": {"drainTimeout": "2h"}})),
+    )
+    .await
+    .unwrap();
+    let (_, reason, msg) = eventually("InvalidSpec", 30, || {
+        let c = c.clone();
+        async move {
+            condition(&get_cr(&c, ns, "late").await, "Ready")
+                .filter(|r| r.0 == "False" && r.1 == "InvalidSpec")
+        }
+    })
+    .await;
+    assert_eq!(reason, "InvalidSpec");
+    assert!(msg.contains("spec.config.drainTimeout"), "{msg}");
+    assert!(
+        pods_by_node(&c, ns, "late").await.is_empty(),
+        "no partial rollout"
+    );
+
+    // A missing Secret: a condition and an Event, no pod.
+    crs.create(
+        &PostParams::default(),
+        &cluster("nosecret", group, json!({"credentials": {"name": "absent"}})),
+    )
+    .await
+    .unwrap();
+    let (_, _, msg) = eventually("SecretMissing", 30, || {
+        let c = c.clone();
+        async move { condition(&get_cr(&c, ns, "nosecret").await, "Ready").filter(|r| r.1 == "SecretMissing") }
+    })
+    .await;
+    assert!(
+        msg.contains("spec.credentials") && msg.contains("absent"),
+        "{msg}"
+    );
+    assert!(pods_by_node(&c, ns, "nosecret").await.is_empty());
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(c.clone(), ns);
+    eventually("SecretMissing event", 30, || {
+        let events = events.clone();
+        async move {
+            events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("SecretMissing")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("nosecret")
+                })
+                .then_some(())
+        }
+    })
+    .await;
+    // Creating the Secret heals it.
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "absent"}, "stringData": {"adminSecretKey": "k".repeat(32)}}),
+    )
+    .unwrap();
+    Api::<Secret>::namespaced(c.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    eventually("pod once the Secret exists", 60, || {
+        let c = c.clone();
+        async move { (pods_by_node(&c, ns, "nosecret").await.len() == 1).then_some(()) }
+    })
+    .await;
+
+    // An image that cannot be pulled (as the kubelet reports it): a condition and an Event.
+    let pod = pods_by_node(&c, ns, "nosecret")
+        .await
+        .remove("invalid-0")
+        .unwrap();
+    let waiting = json!({"status": {"containerStatuses": [{"name": "rtcd", "image": "rtcd-rs/rtcd:envtest", "imageID": "",
+        "ready": false, "restartCount": 0,
+        "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}}]}});
+    Api::<Pod>::namespaced(c.clone(), ns)
+        .patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Strategic(&waiting),
+        )
+        .await
+        .unwrap();
+    let (_, reason, msg) =
+        eventually("ImagePullError", 60, || {
+            let c = c.clone();
+            async move {
+                condition(&get_cr(&c, ns, "nosecret").await, "Degraded").filter(|d| d.1 == "ImagePullError")
+            }
+        })
+        .await;
+    assert_eq!(reason, "ImagePullError");
+    assert!(
+        msg.contains("invalid-0") && msg.contains("ImagePullBackOff"),
+        "{msg}"
+    );
+    eventually("ImagePullError event", 30, || {
+        let events = events.clone();
+        async move {
+            events
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("ImagePullError"))
+                .then_some(())
+        }
+    })
+    .await;
+
+    // A node without the requested address: a condition naming it.
+    crs.create(
+        &PostParams::default(),
+        &cluster(
+            "noaddr",
+            group,
+            json!({"iceHostOverride": {"nodeAddress": "ExternalDNS", "fallback": []}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let (_, reason, msg) = eventually("AddressMissing", 30, || {
+        let c = c.clone();
+        async move { condition(&get_cr(&c, ns, "noaddr").await, "Degraded").filter(|d| d.0 == "True") }
+    })
+    .await;
+    assert_eq!(reason, "AddressMissing");
+    assert!(msg.contains("invalid-0") && msg.contains("ExternalDNS"), "{msg}");
+    for name in ["late", "nosecret", "noaddr"] {
+        crs.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    delete_nodes(&c, group).await;
+}
+
+#[tokio::test]
+#[ignore = "needs envtest (scripts/operator-e2e.sh)"]
+async fn load_balancer_mode_advertises_the_ingress_address() {
+    let c = client().await;
+    let (ns, group) = ("lb", "lb");
+    create_namespace(&c, ns).await;
+    let _rtcd = start_rtcd("198.18.1.11");
+    create_node(&c, "lb-0", group, "198.18.1.11", Some("203.0.113.11")).await;
+    let (_op, _) = start_operator(ns, "1");
+    let crs: Api<RtcdCluster> = Api::namespaced(c.clone(), ns);
+    let extra = json!({"media": {"mode": "LoadBalancer", "loadBalancer": {"sourceRanges": ["192.0.2.0/24"], "annotations": {"example.com/lb": "udp"}}}});
+    crs.create(&PostParams::default(), &cluster("edge", group, extra))
+        .await
+        .unwrap();
+    let svcs: Api<Service> = Api::namespaced(c.clone(), ns);
+    let svc = eventually("per-node LB Service", 30, || {
+        let svcs = svcs.clone();
+        async move { svcs.get_opt("edge-media-lb-0").await.ok().flatten() }
+    })
+    .await;
+    let spec = svc.spec.clone().unwrap();
+    assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+    assert_eq!(spec.external_traffic_policy.as_deref(), Some("Local"));
+    assert_eq!(
+        spec.load_balancer_source_ranges,
+        Some(vec!["192.0.2.0/24".to_string()])
+    );
+    let protos: Vec<String> = spec
+        .ports
+        .unwrap()
+        .into_iter()
+        .map(|p| p.protocol.unwrap_or_default())
+        .collect();
+    assert_eq!(protos, vec!["UDP", "TCP"]);
+    assert_eq!(
+        svc.annotations().get("example.com/lb").map(String::as_str),
+        Some("udp")
+    );
+    // No ingress yet: no pod, Progressing says why.
+    let (_, reason, _) = eventually("WaitingForLoadBalancer", 30, || {
+        let c = c.clone();
+        async move { condition(&get_cr(&c, ns, "edge").await, "Progressing").filter(|p| p.0 == "True") }
+    })
+    .await;
+    assert_eq!(reason, "WaitingForLoadBalancer");
+    assert!(pods_by_node(&c, ns, "edge").await.is_empty());
+    // The cloud (here: the test) assigns an ingress IP → the pod advertises it.
+    let patch = json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.50"}]}}});
+    svcs.patch_status("edge-media-lb-0", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let pod = eventually("pod advertising the LB", 60, || {
+        let c = c.clone();
+        async move { pods_by_node(&c, ns, "edge").await.remove("lb-0") }
+    })
+    .await;
+    assert_eq!(
+        env_of(&pod, "RTCD_RTC_ICEHOSTOVERRIDE").as_deref(),
+        Some("192.0.2.50/198.18.1.11")
+    );
+    assert_eq!(
+        pod.labels().get("rtcd-rs.dev/node").map(String::as_str),
+        Some("lb-0")
+    );
+    crs.delete("edge", &DeleteParams::default()).await.unwrap();
+    eventually("LB Service gone", 60, || {
+        let svcs = svcs.clone();
+        async move {
+            svcs.get_opt("edge-media-lb-0")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    delete_nodes(&c, group).await;
+}
