@@ -9,7 +9,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/rtcd-rs/target
 CARGO ?= cargo
 
-.PHONY: help deps build run test test-rust test-operator test-compat test-browser lint fmt generate check-generated
+.PHONY: help deps build run test test-rust test-operator test-chart test-compat test-browser lint fmt generate check-generated
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,8 +24,8 @@ run: build ## Build and run rtcd on embedded defaults (API :8045, media :8443)
 	$(CARGO_TARGET_DIR)/release/rtcd
 
 test: deps ## Install test dependencies, then run every test
-	$(MAKE) --no-print-directory check-generated test-rust test-operator test-compat test-browser
-	@scripts/test-summary.sh $(CARGO_TARGET_DIR)/test-rust.log $(CARGO_TARGET_DIR)/test-operator.log \
+	$(MAKE) --no-print-directory check-generated test-rust test-operator test-chart test-compat test-browser
+	@scripts/test-summary.sh $(CARGO_TARGET_DIR)/test-rust.log $(CARGO_TARGET_DIR)/test-operator.log $(CARGO_TARGET_DIR)/test-chart.log \
 		$(CARGO_TARGET_DIR)/test-compat.log $(CARGO_TARGET_DIR)/test-browser.log
 
 test-rust: deps ## Rust unit, HTTP, config, golden-vector and process tests
@@ -34,13 +34,18 @@ test-rust: deps ## Rust unit, HTTP, config, golden-vector and process tests
 test-operator: deps ## The operator on a real control plane (etcd, apiserver, KCM, scheduler, kwok; netns)
 	scripts/operator-e2e.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-operator.log
 
-generate: ## Rewrite generated artefacts (crds/)
+generate: ## Rewrite generated artefacts (crds/, the chart's CRD and schema, manifests/)
 	$(CARGO) run --locked -q -p rtcd-operator --bin crdgen > crds/rtcdclusters.yaml
+	charts/generate.sh
 
 check-generated: ## Fail when crds/ differs from what crdgen writes
 	@$(CARGO) run --locked -q -p rtcd-operator --bin crdgen > $(CARGO_TARGET_DIR)/rtcdclusters.yaml
 	@diff -u crds/rtcdclusters.yaml $(CARGO_TARGET_DIR)/rtcdclusters.yaml \
 		|| { echo "crds/ is stale: run 'make generate' and commit the result" >&2; exit 1; }
+	@charts/generate.sh --check
+
+test-chart: deps ## Helm chart + manifests/: lint, renderings, typos, install/uninstall on a real control plane (netns)
+	scripts/chart-test.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-chart.log
 
 test-compat: deps ## The Go service.Client suite against the real rtcd and ours (netns)
 	scripts/compat.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-compat.log

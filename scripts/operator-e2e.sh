@@ -37,7 +37,10 @@ export KUBECTL RTCD_BIN
 "$KUBECTL" wait --for condition=established --timeout=30s crd/rtcdclusters.rtcd-rs.dev >/dev/null
 # The operator runs as its own ServiceAccount with exactly the shipped RBAC, so a missing verb fails.
 "$KUBECTL" create namespace rtcd-system >/dev/null
-"$KUBECTL" apply -f "$ROOT/operator/deploy/rbac.yaml" >/dev/null
+# Its ServiceAccount rtcd-system/rtcd-operator and RBAC come from the chart, their single source.
+helm template rtcd "$ROOT/charts/mattermost-rtcd" --namespace rtcd-system --set fullnameOverride=rtcd \
+  --show-only templates/operator/serviceaccount.yaml --show-only templates/operator/rbac.yaml \
+  | "$KUBECTL" apply -f - >/dev/null
 TOKEN=$("$KUBECTL" -n rtcd-system create token rtcd-operator --duration=2h)
 OPERATOR_KUBECONFIG="$RUN/operator.kubeconfig"
 "$KUBECTL" config view --raw --minify --flatten >"$OPERATOR_KUBECONFIG"

@@ -486,6 +486,12 @@ impl Sfu {
             let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
                 continue;
             };
+            // Forwarded video bypasses str0m's pacer, as rtcd (pion) sends without one. Paced, a
+            // congested viewer's queue held up to 2 s of high-layer packets that kept flowing
+            // after a switch down and buried the low layer's keyframe (freezes of 2–5 s in the
+            // `screen` browser scenario); unpaced, the backlog is only the network's own queue,
+            // which the switch's drain wait covers.
+            tx.set_unpaced(true);
             let mut write = RtpWrite::new(pt, seq.into(), ts, p.timestamp, p.payload.clone())
                 .marker(p.header.marker)
                 .ext_vals(ext.clone())
