@@ -9,10 +9,10 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/rtcd-rs/target
 CARGO ?= cargo
 
-.PHONY: help deps build run test test-rust test-operator test-chart test-compat test-browser lint fmt generate check-generated
+.PHONY: help deps build run test test-rust test-operator test-chart test-e2e test-compat test-browser lint fmt generate check-generated images-test
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
 
 deps: ## Install what builds and tests need (idempotent)
 	@scripts/deps.sh
@@ -24,8 +24,8 @@ run: build ## Build and run rtcd on embedded defaults (API :8045, media :8443)
 	$(CARGO_TARGET_DIR)/release/rtcd
 
 test: deps ## Install test dependencies, then run every test
-	$(MAKE) --no-print-directory check-generated test-rust test-operator test-chart test-compat test-browser
-	@scripts/test-summary.sh $(CARGO_TARGET_DIR)/test-rust.log $(CARGO_TARGET_DIR)/test-operator.log $(CARGO_TARGET_DIR)/test-chart.log \
+	$(MAKE) --no-print-directory check-generated test-rust test-operator test-chart test-e2e test-compat test-browser
+	@scripts/test-summary.sh $(CARGO_TARGET_DIR)/test-rust.log $(CARGO_TARGET_DIR)/test-operator.log $(CARGO_TARGET_DIR)/test-chart.log $(CARGO_TARGET_DIR)/test-e2e.log \
 		$(CARGO_TARGET_DIR)/test-compat.log $(CARGO_TARGET_DIR)/test-browser.log
 
 test-rust: deps ## Rust unit, HTTP, config, golden-vector and process tests
@@ -46,6 +46,12 @@ check-generated: ## Fail when crds/ differs from what crdgen writes
 
 test-chart: deps ## Helm chart + manifests/: lint, renderings, typos, install/uninstall on a real control plane (netns)
 	scripts/chart-test.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-chart.log
+
+test-e2e: deps ## The cluster-agnostic e2e suite (e2e/cluster) on the local real control plane (netns)
+	scripts/cluster-e2e.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-e2e.log
+
+images-test: deps ## hadolint both Dockerfiles; their build outside Docker; start each like its image
+	scripts/image-test.sh
 
 test-compat: deps ## The Go service.Client suite against the real rtcd and ours (netns)
 	scripts/compat.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-compat.log

@@ -2,6 +2,9 @@ package compat
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -312,6 +315,7 @@ func TestUndeclaredMedia(t *testing.T) {
 				checked = []*peer{p, s, u} // not Q's view of P
 			}
 			sent0 := p.sent.Load()
+			dropped0, counted := droppedUndeclaredSSRC(t, env.url)
 			q0 := q.recvByTag[p.tag].Load()
 			qBogus0 := bogusCount(q)
 			errCh := make(chan error, 1)
@@ -366,6 +370,13 @@ func TestUndeclaredMedia(t *testing.T) {
 			line := fmt.Sprintf("%-30s | P wrote %d (%s, SSRC %d) next to %d of its own | Q got %d of P's, %d injected | P's track still forwarded after: %s | pion unhandled RTP SSRCs: P%v Q%v S%v U%v",
 				ph.name, bogusPackets, ph.describe, ssrc, p.sent.Load()-sent0, qFromP, qBogus, pAfter,
 				watches[p].unhandledRTP(), watches[q].unhandledRTP(), watches[s].unhandledRTP(), watches[u].unhandledRTP())
+			// rtcd-rs counts what it drops (rtcd has no such metric: logged only there).
+			if dropped1, ok := droppedUndeclaredSSRC(t, env.url); counted && ok && ssrc != w.ssrc {
+				line += fmt.Sprintf(" | rtcd_net_dropped_total{reason=undeclared_ssrc} +%d", dropped1-dropped0)
+				if dropped1-dropped0 < bogusPackets {
+					t.Errorf("rtcd_net_dropped_total{reason=\"undeclared_ssrc\"} grew by %d, want at least the %d injected packets", dropped1-dropped0, bogusPackets)
+				}
+			}
 			summary = append(summary, line)
 			logf("%s", line)
 			if ph.strict && pAfter != "yes" {
@@ -429,4 +440,34 @@ func bogusCount(x *peer) int64 {
 		n += st.tags[bogusMarker]
 	}
 	return n
+}
+
+// droppedUndeclaredSSRC reads rtcd-rs's rtcd_net_dropped_total{reason="undeclared_ssrc"} from
+// /metrics; ok is false when the server has no such family (the reference rtcd).
+func droppedUndeclaredSSRC(t *testing.T, url string) (n int, ok bool) {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		t.Fatalf("reading /metrics: %v", err)
+	}
+	text := string(body)
+	if !strings.Contains(text, "rtcd_net_dropped") {
+		return 0, false
+	}
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, "rtcd_net_dropped_total{") && strings.Contains(line, `reason="undeclared_ssrc"`) {
+			fields := strings.Fields(line)
+			v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+			if err != nil {
+				t.Fatalf("metric line %q: %v", line, err)
+			}
+			return int(v), true
+		}
+	}
+	return 0, true
 }

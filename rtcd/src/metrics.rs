@@ -190,9 +190,20 @@ impl Metrics {
         );
         r.register(
             "net_dropped",
-            "Datagrams, frames and connections dropped before reaching a session",
+            "Datagrams, frames, connections and RTP packets dropped: before reaching a session, or as media the session never declared",
             m.net_dropped.clone(),
         );
+        // Present from the start at 0, so rates and alerts need no "absent" special case.
+        for (transport, reason) in [
+            ("udp", "no_session"),
+            ("tcp", "no_session"),
+            ("rtp", "undeclared_ssrc"),
+            ("rtp", "undeclared_payload_type"),
+        ] {
+            let _series = m
+                .net_dropped
+                .get_or_create(&vec![("transport", transport.into()), ("reason", reason.into())]);
+        }
         r.register(
             "rtc_keyframe_requests",
             "Keyframe requests received from viewers (in) and sent to publishers (out)",

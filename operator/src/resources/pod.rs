@@ -119,13 +119,16 @@ fn pod_spec(cr: &RtcdCluster, node: &str, adv: &Advertised, credentials: &Secret
             .sysctls
             .values
             .iter()
-            .map(|(k, v)| format!("sysctl -w {k}='{v}'"))
+            // A key the node's kernel does not expose here (e.g. kind nodes, whose network
+            // namespace is not the host's) is reported, not fatal: rtcd still runs untuned.
+            .map(|(k, v)| format!("sysctl -w {k}='{v}' || echo 'rtcd-operator: could not set {k}' >&2"))
             .collect::<Vec<_>>()
-            .join(" && ");
+            .join("; ");
         vec![Container {
             name: "sysctl".into(),
             image: Some(s.sysctls.image.clone()),
-            image_pull_policy: s.image_pull_policy.map(|p| p.as_str().to_string()),
+            // Its own image: the rtcd image's pull policy (say Never for a side-loaded image)
+            // does not apply to it.
             command: Some(vec!["sh".into(), "-c".into(), script]),
             // net.core.* is not namespaced: with hostNetwork this writes the node's settings.
             security_context: Some(SecurityContext {

@@ -2,7 +2,7 @@
 //! receives.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -206,6 +206,8 @@ pub(crate) struct Session {
     pub(crate) estimate_bps: Option<f64>,
     /// Cumulative NACK counts last seen in str0m's stats, per (mid, rid, egress).
     pub(crate) nacks_seen: HashMap<(Mid, Option<Rid>, bool), u64>,
+    /// Inbound streams seen, to recognise their RTX SSRCs (see `Sfu::count_undeclared`).
+    pub(crate) rx_streams: HashSet<(Mid, Option<Rid>)>,
     pub(crate) voice_enabled: bool,
     pub(crate) vad: VoiceDetector,
     /// (source session, kind) → what we forward to this session.

@@ -14,6 +14,7 @@ use str0m::{
     channel::ChannelData,
     media::{Direction, MediaKind, Pt},
     net::Receive,
+    rtp::Ssrc,
 };
 
 use str0m::format::Codec;
@@ -199,6 +200,19 @@ impl Sfu {
             tracing::debug!(session = %sid, error = %e, "dropping datagram");
             return true;
         }
+        if let Some(ssrc) = rtp_ssrc(buf)
+            && !known_rx_ssrc(s, ssrc)
+        {
+            // str0m drops RTP of an SSRC it cannot map to a negotiated m-line without a word.
+            self.cfg
+                .metrics
+                .net_dropped
+                .get_or_create(&vec![
+                    ("transport", "rtp".into()),
+                    ("reason", "undeclared_ssrc".into()),
+                ])
+                .inc();
+        }
         self.mark_dirty(&sid);
         self.drain(now);
         true
@@ -268,6 +282,7 @@ impl Sfu {
                 keyframe_requests: HashMap::new(),
                 estimate_bps: None,
                 nacks_seen: HashMap::new(),
+                rx_streams: Default::default(),
                 vad: Default::default(),
                 out_tracks: HashMap::new(),
                 pending_actions: Vec::new(),
@@ -1074,9 +1089,44 @@ fn random_suffix() -> String {
     crate::auth::random_token(8).unwrap_or_else(|_| "00000000".into())
 }
 
+/// The SSRC of an RTP (not RTCP) datagram, by RFC 7983/5761 demultiplexing.
+fn rtp_ssrc(buf: &[u8]) -> Option<Ssrc> {
+    let is_rtp = buf.len() >= 12 && buf[0] >> 6 == 2 && !(192..=223).contains(&buf[1]);
+    is_rtp.then(|| Ssrc::from(u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]])))
+}
+
+/// Whether the session has an inbound stream for `ssrc`, as its main or its RTX SSRC.
+fn known_rx_ssrc(s: &mut Session, ssrc: Ssrc) -> bool {
+    let mut api = s.rtc.direct_api();
+    if api.stream_rx(&ssrc).is_some() {
+        return true;
+    }
+    s.rx_streams.iter().any(|(mid, rid)| {
+        api.stream_rx_by_mid(*mid, *rid)
+            .is_some_and(|rx| rx.rtx() == Some(ssrc))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rtp_ssrc_only_for_rtp() {
+        let mut rtp = [0u8; 12];
+        rtp[0] = 0x80;
+        rtp[1] = 111;
+        rtp[8..12].copy_from_slice(&0x0102_0304u32.to_be_bytes());
+        assert_eq!(rtp_ssrc(&rtp), Some(Ssrc::from(0x0102_0304)));
+        rtp[1] = 0x80 | 96; // marker bit set: still RTP
+        assert_eq!(rtp_ssrc(&rtp), Some(Ssrc::from(0x0102_0304)));
+        let mut rtcp = rtp;
+        rtcp[1] = 200; // sender report
+        assert_eq!(rtp_ssrc(&rtcp), None);
+        assert_eq!(rtp_ssrc(&[0x00, 0x01, 0, 0]), None, "STUN");
+        assert_eq!(rtp_ssrc(&[22; 20]), None, "DTLS");
+        assert_eq!(rtp_ssrc(&rtp[..11]), None, "truncated");
+    }
 
     fn add(s: &str, kind: TrackKind) -> TrackAction {
         TrackAction::Add {

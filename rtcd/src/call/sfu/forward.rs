@@ -250,6 +250,7 @@ impl Sfu {
             };
             (rx.mid(), rx.rid())
         };
+        s.rx_streams.insert((mid, rid));
         let Some(media) = s.rtc.media(mid) else { return };
         let (media_kind, stream) = (media.kind(), media.stream_id().to_string());
         let group = s.cfg.group_id.0.clone();

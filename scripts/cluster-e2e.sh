@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The cluster-agnostic suite (e2e/cluster, package rtcd-e2e) against this project's local real
+# control plane (e2e/envtest), since CI has no Docker engine for kind. Inside a private network
+# namespace: two kwok nodes whose addresses sit on a veth, a real rtcd on each address (what
+# the rtcd image would run there), and the operator as a process (the chart's operator
+# Deployment would be a kwok pod that runs nothing). The suite itself only sees KUBECONFIG.
+#   scripts/cluster-e2e.sh
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/rtcd-rs/target}
+if [ "${CLUSTER_E2E_IN_NETNS:-}" != 1 ]; then
+  BIN=$("$ROOT/e2e/envtest/build.sh" | tail -n1)
+  cargo build --locked -q -p rtcd --bin rtcd -p rtcd-operator --bin rtcd-operator
+  TEST=$(cargo test --locked -q -p rtcd-e2e --test cluster --no-run --message-format=json 2>/dev/null \
+    | python3 -c 'import json,sys
+for l in sys.stdin:
+    m=json.loads(l)
+    if m.get("reason")=="compiler-artifact" and m.get("target",{}).get("name")=="cluster" and m.get("executable"): print(m["executable"])' | tail -n1)
+  [ -x "$TEST" ] || { echo "cluster-e2e: cannot find the test binary" >&2; exit 1; }
+  exec env CLUSTER_E2E_IN_NETNS=1 ENVTEST_BIN="$BIN" TEST_BIN="$TEST" unshare -n "$0" "$@"
+fi
+
+ip link set lo up
+ip link add c0 type veth peer name c1
+ip link set c1 up
+ip link set c0 up
+NODES=(198.18.2.1 198.18.2.2)
+for a in "${NODES[@]}"; do ip addr add "$a/24" dev c0; done
+RUN=$("$ROOT/e2e/envtest/up.sh" | tail -n1)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  "$ROOT/e2e/envtest/down.sh" "$RUN"
+}
+trap cleanup EXIT
+# shellcheck disable=SC1091
+. "$RUN/env"
+NS=rtcd-e2e
+KEY=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+kubectl create namespace "$NS" >/dev/null
+kubectl -n "$NS" create secret generic e2e-admin --from-literal=adminSecretKey="$KEY" >/dev/null
+i=0
+for a in "${NODES[@]}"; do
+  i=$((i + 1))
+  kubectl apply -f - >/dev/null <<EOF2
+apiVersion: v1
+kind: Node
+metadata:
+  name: e2e-node-$i
+  labels: {type: kwok, rtcd-rs.dev/e2e-pool: "true", kubernetes.io/hostname: e2e-node-$i}
+spec: {}
+status:
+  addresses: [{type: InternalIP, address: "$a"}, {type: Hostname, address: e2e-node-$i}]
+  capacity: {cpu: "8", memory: 16Gi, pods: "110"}
+  allocatable: {cpu: "8", memory: 16Gi, pods: "110"}
+  conditions: [{type: Ready, status: "True", reason: KubeletReady, message: kwok}]
+EOF2
+  mkdir -p "$RUN/rtcd-$i"
+  env RTCD_API_HTTP_LISTENADDRESS="$a:8045" RTCD_RTC_ICEADDRESSUDP="$a" RTCD_RTC_ICEADDRESSTCP="$a" \
+    RTCD_RTC_UDPSOCKETSCOUNT=1 RTCD_STORE_DATASOURCE="$RUN/rtcd-$i/db" RTCD_LOGGER_ENABLEFILE=false \
+    RTCD_API_SECURITY_ENABLEADMIN=true RTCD_API_SECURITY_ADMINSECRETKEY="$KEY" \
+    RTCD_API_SECURITY_ALLOWSELFREGISTRATION=true \
+    "$CARGO_TARGET_DIR/debug/rtcd" >"$RUN/logs/rtcd-$i.log" 2>&1 &
+  PIDS+=($!)
+done
+RUST_LOG=info,kube=warn "$CARGO_TARGET_DIR/debug/rtcd-operator" --admin-address 127.0.0.1:0 \
+  --lease-namespace "$NS" >"$RUN/logs/operator.log" 2>&1 &
+PIDS+=($!)
+export E2E_NAMESPACE=$NS E2E_NODE_LABEL=rtcd-rs.dev/e2e-pool E2E_HELM=helm
+export E2E_SET="operator.enabled=false,cleanup.enabled=false,rtcdCluster.spec.credentials.name=e2e-admin,rtcdCluster.spec.sysctls.enabled=false"
+set +e
+"$TEST_BIN" --ignored --nocapture --test-threads=1
+rc=$?
+set -e
+[ $rc -eq 0 ] || { echo "--- operator log"; tail -n 30 "$RUN/logs/operator.log"; }
+exit $rc
