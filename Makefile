@@ -24,8 +24,9 @@ run: build ## Build and run rtcd on embedded defaults (API :8045, media :8443)
 	$(CARGO_TARGET_DIR)/release/rtcd
 
 test: deps ## Install test dependencies, then run every test
-	$(MAKE) --no-print-directory check-generated test-rust test-operator test-chart test-e2e test-compat test-browser
+	$(MAKE) --no-print-directory check-generated test-rust test-operator test-chart test-e2e images-test test-compat test-browser
 	@scripts/test-summary.sh $(CARGO_TARGET_DIR)/test-rust.log $(CARGO_TARGET_DIR)/test-operator.log $(CARGO_TARGET_DIR)/test-chart.log $(CARGO_TARGET_DIR)/test-e2e.log \
+		$(CARGO_TARGET_DIR)/images-test.log \
 		$(CARGO_TARGET_DIR)/test-compat.log $(CARGO_TARGET_DIR)/test-browser.log
 
 test-rust: deps ## Rust unit, HTTP, config, golden-vector and process tests
@@ -51,7 +52,7 @@ test-e2e: deps ## The cluster-agnostic e2e suite (e2e/cluster) on the local real
 	scripts/cluster-e2e.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-e2e.log
 
 images-test: deps ## hadolint both Dockerfiles; their build outside Docker; start each like its image
-	scripts/image-test.sh
+	scripts/image-test.sh 2>&1 | tee $(CARGO_TARGET_DIR)/images-test.log
 
 test-compat: deps ## The Go service.Client suite against the real rtcd and ours (netns)
 	scripts/compat.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-compat.log

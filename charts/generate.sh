@@ -5,6 +5,8 @@
 #                                                   schema (closed objects) as rtcdCluster.spec
 #   manifests/operator.yaml                         the operator for kubectl users (helm template)
 #   manifests/examples/<name>.yaml                  an RtcdCluster per charts/examples/<name>.yaml
+#   charts/tests/golden/<case>.yaml                 full `helm template` of the chart per case of
+#                                                   charts/tests/golden.sh (default, guide, upstream)
 #
 #   charts/generate.sh            rewrite them
 #   charts/generate.sh --check    exit 1 (with a diff) if any of them is stale; writes nothing
@@ -35,7 +37,7 @@ export HELM_CONFIG_HOME=$TMP/helm/config HELM_CACHE_HOME=$TMP/helm/cache HELM_DA
 
 OUT=$TMP/out
 CHART=$OUT/charts/mattermost-rtcd
-mkdir -p "$OUT/charts" "$OUT/manifests/examples"
+mkdir -p "$OUT/charts/tests/golden" "$OUT/manifests/examples"
 cp -R "$ROOT/charts/mattermost-rtcd" "$CHART"
 
 # 1. The CRD, byte for byte.
@@ -135,7 +137,14 @@ for values in "$ROOT"/charts/examples/*.yaml; do
   } >"$OUT/manifests/examples/$name"
 done
 
-# 4. Write, or compare.
+# 4. Golden renderings, with the invocation scripts/chart-test.sh uses (charts/tests/golden.sh).
+# shellcheck source=charts/tests/golden.sh
+. "$ROOT/charts/tests/golden.sh"
+for c in $GOLDEN_CASES; do
+  golden_render "$HELM" "$CHART" "$c" >"$OUT/charts/tests/golden/$c.yaml"
+done
+
+# 5. Write, or compare.
 FILES="charts/mattermost-rtcd/crds/rtcdclusters.yaml charts/mattermost-rtcd/values.schema.json"
 if [ "$CHECK" = 1 ]; then
   rc=0
@@ -143,6 +152,7 @@ if [ "$CHECK" = 1 ]; then
     diff -u "$ROOT/$f" "$OUT/$f" >&2 || rc=1
   done
   diff -ru "$ROOT/manifests" "$OUT/manifests" >&2 || rc=1
+  diff -ru "$ROOT/charts/tests/golden" "$OUT/charts/tests/golden" >&2 || rc=1
   if [ "$rc" != 0 ]; then
     echo "generate: charts/ or manifests/ is stale: run charts/generate.sh and commit the result" >&2
     exit 1
@@ -152,5 +162,7 @@ else
   for f in $FILES; do cp "$OUT/$f" "$ROOT/$f"; done
   rm -rf "$ROOT/manifests"
   cp -R "$OUT/manifests" "$ROOT/manifests"
-  echo "generate: wrote $FILES manifests/"
+  rm -rf "$ROOT/charts/tests/golden"
+  cp -R "$OUT/charts/tests/golden" "$ROOT/charts/tests/golden"
+  echo "generate: wrote $FILES manifests/ charts/tests/golden/"
 fi

@@ -8,7 +8,9 @@
 #
 # Offline: helm lint; renderings (defaults, Mattermost's set-up guide command, upstream-style
 # values, operator-only, every RtcdCluster field, the operator-e2e RBAC) checked object by object;
-# typos that must fail naming the key; charts/generate.sh --check.
+# the first three also byte for byte against charts/tests/golden/{default,guide,upstream}.yaml
+# (same helm invocation as charts/generate.sh: charts/tests/golden.sh); typos that must fail
+# naming the key; charts/generate.sh --check.
 # On a real control plane (e2e/envtest: etcd, kube-apiserver, KCM, scheduler, kwok; in a private
 # network namespace): server-side dry-runs of every rendering and of manifests/; helm install
 # --wait (one kwok Node makes the operator pod fake-Ready); the pre-delete drain hook; helm
@@ -67,13 +69,21 @@ check() {
   fi
 }
 
-RELEASE=mattermost-rtcd
-NS=chart-test
+# GUIDE (the guide's --set command), UPSTREAM_VALUES, golden_render, GOLDEN_*: shared with charts/generate.sh
+# shellcheck source=charts/tests/golden.sh
+. "$ROOT/charts/tests/golden.sh"
+RELEASE=$GOLDEN_RELEASE
+NS=$GOLDEN_NAMESPACE
 # render NAME [helm args...]: helm template of the chart into $W/NAME.yaml and (offline) $W/NAME.json
 render() {
   local name=$1; shift
   helm template "$RELEASE" "$CHART" --namespace "$NS" "$@" >"$W/$name.yaml"
   to_json "$W/$name.yaml" >"$W/$name.json"
+}
+# render_golden NAME CASE: as render, with the invocation of charts/tests/golden/CASE.yaml
+render_golden() {
+  golden_render helm "$CHART" "$2" >"$W/$1.yaml"
+  to_json "$W/$1.yaml" >"$W/$1.json"
 }
 to_json() { # YAML stream -> JSON stream, offline (a no-op local patch)
   kubectl patch --local -f "$1" --type merge -p '{}' -o json
@@ -104,54 +114,6 @@ pyassert() { python3 "$W/assert.py" "$W/$1.json"; }
 
 OPERATOR_RULES='[{"apiGroups": ["rtcd-rs.dev"], "resources": ["rtcdclusters"], "verbs": ["get", "list", "watch", "patch"]}, {"apiGroups": ["rtcd-rs.dev"], "resources": ["rtcdclusters/status"], "verbs": ["patch"]}, {"apiGroups": [""], "resources": ["pods", "services"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]}, {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "delete"]}, {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["get", "create", "patch", "delete"]}, {"apiGroups": ["monitoring.coreos.com"], "resources": ["servicemonitors"], "verbs": ["get", "create", "patch", "delete"]}, {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]}, {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}, {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]'
 export OPERATOR_RULES
-
-# The guide's command (docs.mattermost.com, Calls "rtcd setup and configuration" with Helm).
-GUIDE=(--set ingress.enabled=true --set ingress.host=rtcd.example.com
-  --set service.annotations."service\.beta\.kubernetes\.io/aws-load-balancer-backend-protocol"=udp
-  --set rtcd.ice.hostOverride=rtcd.example.com)
-
-# Values as an upstream (mattermost-helm mattermost-rtcd 1.4.1) user writes them.
-cat >"$W/values-upstream.yaml" <<'EOF'
-image: {repository: ghcr.io/rtcd-rs/rtcd, tag: "0.1.0", pullPolicy: Always}
-imagePullSecrets: [{name: regcred}]
-serviceAccount: {create: true, annotations: {}, name: ""}
-podAnnotations: {}
-podSecurityContext: {}
-securityContext: {}
-deploymentType: daemonset
-networking: {hostNetwork: false, useHostPort: true}
-configuration:
-  replicas: 2
-  environmentVariables:
-    RTCD_LOGGER_ENABLEFILE: false
-    RTCD_RTC_NACKBUFFERSIZE: 16777216
-    RTCD_API_SECURITY_ALLOWSELFREGISTRATION: true
-    RTCD_RTC_ICESERVERS: '[{"urls":["stun:stun.example.com:3478"]}]'
-  maxUnavailable: 1
-  updateStrategy: RollingUpdate
-  terminationGracePeriod: 18000
-  extraVolumes: []
-  extraVolumeMounts: []
-  livenessProbe: {PeriodSeconds: 10}
-service:
-  type: LoadBalancer
-  clusterIP: None
-  externalTrafficPolicy: Local
-  annotations: {service.beta.kubernetes.io/aws-load-balancer-type: nlb}
-  APIport: 8045
-  RTCport: 8443
-ingress:
-  enabled: true
-  ingressclassname: nginx-calls
-  annotations: {nginx.ingress.kubernetes.io/proxy-read-timeout: 3600}
-  hosts: [{host: mattermost-rtcd.local, paths: ["/"]}]
-  tls: [{hosts: [mattermost-rtcd.local], secretName: rtcd-tls}]
-resources: {requests: {cpu: 1, memory: 256Mi}, limits: {memory: 1Gi}}
-nodeSelector: {calls: true}
-tolerations: [{key: dedicated, operator: Equal, value: media, effect: NoSchedule}]
-affinity: {}
-dnsConfig: {}
-EOF
 
 # Every RtcdCluster field upstream lacks, through rtcdCluster.spec.
 cat >"$W/values-full.yaml" <<'EOF'
@@ -190,11 +152,11 @@ EOF
 # ------------------------------------------------------------------------------------------------
 # Offline checks
 
-t_lint() { helm lint --strict "$CHART"; helm lint --strict "$CHART" -f "$W/values-upstream.yaml"; }
+t_lint() { helm lint --strict "$CHART"; helm lint --strict "$CHART" -f "$UPSTREAM_VALUES"; }
 check "helm lint --strict (defaults and upstream-style values)" t_lint
 
 t_defaults() {
-  render defaults
+  render_golden defaults default
   pyassert defaults <<'PY'
 import os
 assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "RtcdCluster",
@@ -236,7 +198,7 @@ PY
 check "helm template, default values: operator Deployment/RBAC, RtcdCluster, hooks" t_defaults
 
 t_guide() {
-  render guide "${GUIDE[@]}"
+  render_golden guide guide
   pyassert guide <<'PY'
 r = one("RtcdCluster", "mattermost-rtcd")
 assert {"name": "RTCD_RTC_ICEHOSTOVERRIDE", "value": "rtcd.example.com"} in r["spec"]["config"]["extraEnv"], r["spec"]
@@ -252,7 +214,7 @@ PY
 check "helm template, the set-up guide's --set command: host override, annotation, Ingress -> :8045" t_guide
 
 t_upstream() {
-  render upstream -f "$W/values-upstream.yaml"
+  render_golden upstream upstream
   pyassert upstream <<'PY'
 s = one("RtcdCluster")["spec"]
 env = {e["name"]: e["value"] for e in s["config"]["extraEnv"]}
@@ -278,7 +240,7 @@ PY
 check "helm template, upstream-style values: LoadBalancer media, quoted environmentVariables, Ingress" t_upstream
 
 t_notes() {
-  helm install "$RELEASE" "$CHART" -n "$NS" --dry-run=client -f "$W/values-upstream.yaml" >"$W/notes-upstream.txt"
+  helm install "$RELEASE" "$CHART" -n "$NS" --dry-run=client -f "$UPSTREAM_VALUES" >"$W/notes-upstream.txt"
   for w in "deploymentType=daemonset is ignored" "networking.hostNetwork=false is ignored" \
     "configuration.replicas is ignored" "configuration.updateStrategy is ignored" \
     "service.clusterIP is ignored" "Self-registration is on" "https://mattermost-rtcd.local"; do
@@ -358,6 +320,19 @@ t_typos() {
   must_fail "rtcdCluster.name" --set rtcdCluster.name=Calls_1
 }
 check "typos and bad values fail helm template naming the key" t_typos
+
+# A fresh rendering of each case against its committed golden (charts/generate.sh writes them).
+t_golden() {
+  golden_render helm "$CHART" "$1" >"$W/golden-$1.yaml"
+  if ! diff -u "$ROOT/charts/tests/golden/$1.yaml" "$W/golden-$1.yaml" >"$W/golden-$1.diff"; then
+    head -n 36 "$W/golden-$1.diff"   # check() shows a failure's last 40 lines
+    local n; n=$(wc -l <"$W/golden-$1.diff")
+    if [ "$n" -gt 36 ]; then echo "... ($n lines in all: charts/generate.sh --check prints them)"; fi
+    echo "charts/tests/golden/$1.yaml differs from a fresh render: run charts/generate.sh (and review the diff)"
+    exit 1
+  fi
+}
+for c in $GOLDEN_CASES; do check "helm template golden: $c" t_golden "$c"; done
 
 t_generated() { HELM=$TOOLS/helm "$ROOT/charts/generate.sh" --check; }
 check "generated files up to date (charts/generate.sh --check)" t_generated

@@ -72,5 +72,22 @@ set +e
 "$TEST_BIN" --ignored --nocapture --test-threads=1
 rc=$?
 set -e
+
+# The kubectl door on the same control plane: the CRD, the operator manifest, the minimal
+# example, and the example reaches Ready (the running operator process reconciles it; the
+# manifest's operator Deployment is a kwok pod).
+T0=$(date +%s)
+if kubectl apply --server-side -f "$ROOT/crds/rtcdclusters.yaml" >/dev/null \
+  && kubectl apply -f "$ROOT/manifests/operator.yaml" >/dev/null \
+  && kubectl create namespace mattermost >/dev/null \
+  && kubectl apply -n mattermost -f "$ROOT/manifests/examples/minimal.yaml" >/dev/null \
+  && kubectl -n mattermost wait rtcdcluster/calls --for=condition=Ready --timeout=120s >/dev/null \
+  && kubectl -n rtcd-system get deployment rtcd-operator >/dev/null; then
+  echo "PASS [manifests: crds/ + manifests/operator.yaml + examples/minimal.yaml reach Ready ($(kubectl -n mattermost get rtcdcluster calls -o jsonpath='{.status.readyNodes}') nodes, $(( $(date +%s) - T0 ))s)]"
+else
+  echo "FAIL [manifests: crds/ + manifests/operator.yaml + examples/minimal.yaml did not reach Ready]"
+  kubectl -n mattermost get rtcdcluster calls -o yaml 2>&1 | tail -n 30
+  rc=1
+fi
 [ $rc -eq 0 ] || { echo "--- operator log"; tail -n 30 "$RUN/logs/operator.log"; }
 exit $rc

