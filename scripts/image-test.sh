@@ -53,6 +53,11 @@ if [ "${IMAGE_TEST_INNER:-}" != 1 ]; then
 fi
 
 # --- inside: private /tmp and network ----------------------------------------------------------
+# A clone may live under /tmp: keep it reachable through a bind mount before /tmp is replaced.
+mkdir -p /run/rtcd-image-test
+mount --bind "$ROOT" /run/rtcd-image-test
+ROOT=/run/rtcd-image-test
+cd /
 mount -t tmpfs tmpfs /tmp
 ip link set lo up
 

@@ -80,15 +80,7 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
         ctx.event(cr, EventType::Warning, reasons::INVALID_SPEC, "Validate", &detail)
             .await;
         let summary = blocked(reasons::INVALID_SPEC, detail);
-        write_status(
-            cr,
-            ctx,
-            &prev,
-            summary,
-            prev.nodes.clone(),
-            prev.credentials_secret.clone(),
-        )
-        .await?;
+        write_kept_status(cr, ctx, &prev, summary, prev.credentials_secret.clone()).await?;
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
 
@@ -128,15 +120,7 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
         )
         .await;
         let summary = blocked(reasons::SECRET_MISSING, detail);
-        write_status(
-            cr,
-            ctx,
-            &prev,
-            summary,
-            prev.nodes.clone(),
-            Some(credentials.name.clone()),
-        )
-        .await?;
+        write_kept_status(cr, ctx, &prev, summary, Some(credentials.name.clone())).await?;
         return Ok(Action::requeue(Duration::from_secs(20)));
     }
 
@@ -500,15 +484,7 @@ async fn cleanup(cr: &RtcdCluster, ctx: &Context, ns: &str) -> Result<Action> {
                 .collect(),
             ..Summary::default()
         };
-        write_status(
-            cr,
-            ctx,
-            &prev,
-            summary,
-            prev.nodes.clone(),
-            prev.credentials_secret.clone(),
-        )
-        .await?;
+        write_kept_status(cr, ctx, &prev, summary, prev.credentials_secret.clone()).await?;
         return Ok(Action::requeue(BUSY));
     }
     let svcs: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
@@ -555,6 +531,17 @@ fn problem(reason: &'static str, node: &str, detail: String) -> Problem {
         node: node.to_string(),
         detail,
     }
+}
+
+/// Status for a pass that changed nothing: the node list stays as last observed.
+async fn write_kept_status(
+    cr: &RtcdCluster,
+    ctx: &Context,
+    prev: &RtcdClusterStatus,
+    summary: Summary,
+    credentials_secret: Option<String>,
+) -> Result<()> {
+    write_status(cr, ctx, prev, summary, prev.nodes.clone(), credentials_secret).await
 }
 
 async fn write_status(

@@ -318,41 +318,29 @@ async fn set_pod_ready(c: &Client, ns: &str, pod: &str, ready: bool) {
         .unwrap();
 }
 
-async fn resource_versions(c: &Client, ns: &str) -> BTreeMap<String, String> {
+/// resourceVersion of every `K` the operator manages in `ns`, keyed `<kind>/<name>`.
+async fn versions_of<K>(c: &Client, ns: &str, kind: &str, out: &mut BTreeMap<String, String>)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
     let sel = ListParams::default().labels("app.kubernetes.io/managed-by=rtcd-operator");
+    for o in Api::<K>::namespaced(c.clone(), ns).list(&sel).await.unwrap() {
+        out.insert(
+            format!("{kind}/{}", o.name_any()),
+            o.resource_version().unwrap_or_default(),
+        );
+    }
+}
+
+async fn resource_versions(c: &Client, ns: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for p in Api::<Pod>::namespaced(c.clone(), ns).list(&sel).await.unwrap() {
-        out.insert(
-            format!("pod/{}", p.name_any()),
-            p.resource_version().unwrap_or_default(),
-        );
-    }
-    for s in Api::<Service>::namespaced(c.clone(), ns)
-        .list(&sel)
-        .await
-        .unwrap()
-    {
-        out.insert(
-            format!("service/{}", s.name_any()),
-            s.resource_version().unwrap_or_default(),
-        );
-    }
-    for s in Api::<Secret>::namespaced(c.clone(), ns).list(&sel).await.unwrap() {
-        out.insert(
-            format!("secret/{}", s.name_any()),
-            s.resource_version().unwrap_or_default(),
-        );
-    }
-    for s in Api::<PodDisruptionBudget>::namespaced(c.clone(), ns)
-        .list(&sel)
-        .await
-        .unwrap()
-    {
-        out.insert(
-            format!("pdb/{}", s.name_any()),
-            s.resource_version().unwrap_or_default(),
-        );
-    }
+    versions_of::<Pod>(c, ns, "pod", &mut out).await;
+    versions_of::<Service>(c, ns, "service", &mut out).await;
+    versions_of::<Secret>(c, ns, "secret", &mut out).await;
+    versions_of::<PodDisruptionBudget>(c, ns, "pdb", &mut out).await;
     out
 }
 
