@@ -572,6 +572,7 @@ impl Sfu {
             return;
         };
         vs.estimate_bps = Some(bps);
+        tracing::trace!(%viewer, bps, "downlink estimate");
         let tracks: Vec<(SessionId, TrackKind, VideoCodec)> = vs
             .out_tracks
             .iter()
@@ -631,6 +632,7 @@ impl Sfu {
 
     /// A viewer reported the loss on one of its out-tracks (receiver reports, once a second).
     pub(super) fn egress_loss(&mut self, now: Instant, viewer: &SessionId, mid: Mid, loss: f32) {
+        tracing::trace!(%viewer, %mid, loss, "downlink loss report");
         let Some(vs) = self.sessions.get_mut(viewer) else {
             return;
         };
