@@ -786,16 +786,28 @@ async fn fleet_lifecycle() {
     delete_nodes(&c, group).await;
 }
 
+/// A namespace (and node group) of the same name with one node at `ip`, a real rtcd there, and
+/// an operator for the namespace.
+async fn one_node_setup(
+    ns: &str,
+    node: &str,
+    ip: &str,
+    external: &str,
+) -> (Client, Api<RtcdCluster>, Proc, Proc) {
+    let c = client().await;
+    create_namespace(&c, ns).await;
+    let rtcd = start_rtcd(ip);
+    create_node(&c, node, ns, ip, Some(external)).await;
+    let (op, _) = start_operator(ns, "1");
+    let crs = Api::namespaced(c.clone(), ns);
+    (c, crs, rtcd, op)
+}
+
 #[tokio::test]
 #[ignore = "needs envtest (scripts/operator-e2e.sh)"]
 async fn invalid_specs_and_missing_secrets_are_reported_not_rolled_out() {
-    let c = client().await;
     let (ns, group) = ("invalid", "invalid");
-    create_namespace(&c, ns).await;
-    let _rtcd = start_rtcd("198.18.1.21");
-    create_node(&c, "invalid-0", group, "198.18.1.21", Some("203.0.113.21")).await;
-    let (_op, _) = start_operator(ns, "1");
-    let crs: Api<RtcdCluster> = Api::namespaced(c.clone(), ns);
+    let (c, crs, _rtcd, _op) = one_node_setup(ns, "invalid-0", "198.18.1.21", "203.0.113.21").await;
 
     // The schema rejects what it can, naming the field.
     let bad_mode = serde_json::from_value::<Value>(json!({
@@ -958,13 +970,8 @@ async fn invalid_specs_and_missing_secrets_are_reported_not_rolled_out() {
 #[tokio::test]
 #[ignore = "needs envtest (scripts/operator-e2e.sh)"]
 async fn load_balancer_mode_advertises_the_ingress_address() {
-    let c = client().await;
     let (ns, group) = ("lb", "lb");
-    create_namespace(&c, ns).await;
-    let _rtcd = start_rtcd("198.18.1.11");
-    create_node(&c, "lb-0", group, "198.18.1.11", Some("203.0.113.11")).await;
-    let (_op, _) = start_operator(ns, "1");
-    let crs: Api<RtcdCluster> = Api::namespaced(c.clone(), ns);
+    let (c, crs, _rtcd, _op) = one_node_setup(ns, "lb-0", "198.18.1.11", "203.0.113.11").await;
     let extra = json!({"media": {"mode": "LoadBalancer", "loadBalancer": {"sourceRanges": ["192.0.2.0/24"], "annotations": {"example.com/lb": "udp"}}}});
     crs.create(&PostParams::default(), &cluster("edge", group, extra))
         .await

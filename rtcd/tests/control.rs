@@ -105,6 +105,16 @@ fn join(call: &str, session: &str) -> Message {
     )
 }
 
+fn leave(session: &str) -> Message {
+    Message::Binary(
+        ClientMessage::Leave {
+            session_id: session.into(),
+        }
+        .encode()
+        .into(),
+    )
+}
+
 #[tokio::test]
 async fn registration_login_and_unregister_answer_like_rtcd() {
     let d = admin_daemon("").await;
@@ -511,15 +521,7 @@ async fn join_counts_in_sessions_api_and_metrics_and_the_drain_waits_for_it() {
         d.child.try_wait().unwrap().is_none(),
         "exited with a live session"
     );
-    ws.send(Message::Binary(
-        ClientMessage::Leave {
-            session_id: "sessA".into(),
-        }
-        .encode()
-        .into(),
-    ))
-    .await
-    .unwrap();
+    ws.send(leave("sessA")).await.unwrap();
     match next_message(&mut ws).await {
         ClientMessage::Close { session_id } => assert_eq!(session_id, "sessA"),
         other => panic!("expected close after leave, got {other:?}"),
@@ -566,15 +568,7 @@ async fn wait_idle_blocks_while_a_session_lives_and_returns_when_it_ends() {
         .output()
         .unwrap();
     assert_eq!(timed.status.code(), Some(1));
-    ws.send(Message::Binary(
-        ClientMessage::Leave {
-            session_id: "sessA".into(),
-        }
-        .encode()
-        .into(),
-    ))
-    .await
-    .unwrap();
+    ws.send(leave("sessA")).await.unwrap();
     let started = std::time::Instant::now();
     let status = loop {
         if let Some(st) = hook.try_wait().unwrap() {
