@@ -11,12 +11,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/rtcd-rs/target}
 if [ "${CLUSTER_E2E_IN_NETNS:-}" != 1 ]; then
   BIN=$("$ROOT/e2e/envtest/build.sh" | tail -n1)
   cargo build --locked -q -p rtcd --bin rtcd -p rtcd-operator --bin rtcd-operator
-  TEST=$(cargo test --locked -q -p rtcd-e2e --test cluster --no-run --message-format=json 2>/dev/null \
-    | python3 -c 'import json,sys
-for l in sys.stdin:
-    m=json.loads(l)
-    if m.get("reason")=="compiler-artifact" and m.get("target",{}).get("name")=="cluster" and m.get("executable"): print(m["executable"])' | tail -n1)
-  [ -x "$TEST" ] || { echo "cluster-e2e: cannot find the test binary" >&2; exit 1; }
+  TEST=$("$ROOT/e2e/lib/cargo-test-bin.sh" rtcd-e2e cluster)
   exec env CLUSTER_E2E_IN_NETNS=1 ENVTEST_BIN="$BIN" TEST_BIN="$TEST" unshare -n "$0" "$@"
 fi
 

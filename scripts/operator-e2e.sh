@@ -10,12 +10,7 @@ if [ "${OPERATOR_E2E_IN_NETNS:-}" != 1 ]; then
   # Everything that needs the network (module proxy, crates) happens out here.
   BIN=${ENVTEST_BIN:-$("$ROOT/e2e/envtest/build.sh" | tail -n1)}
   cargo build --locked -q -p rtcd --bin rtcd
-  TEST=$(cargo test --locked -q -p rtcd-operator --test envtest --no-run --message-format=json 2>/dev/null \
-    | python3 -c 'import json,sys
-for l in sys.stdin:
-    m=json.loads(l)
-    if m.get("reason")=="compiler-artifact" and m.get("target",{}).get("name")=="envtest" and m.get("executable"): print(m["executable"])' | tail -n1)
-  [ -x "$TEST" ] || { echo "operator-e2e: cannot find the envtest test binary" >&2; exit 1; }
+  TEST=$("$ROOT/e2e/lib/cargo-test-bin.sh" rtcd-operator envtest)
   exec env OPERATOR_E2E_IN_NETNS=1 ENVTEST_BIN="$BIN" TEST_BIN="$TEST" RTCD_BIN="$CARGO_TARGET_DIR/debug/rtcd" \
     unshare -n "$0" "$@"
 fi

@@ -236,6 +236,13 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
         })
         .collect();
     let plan = plan::plan(&hashes, &keep, &existing);
+    let node_of = |pod: &str| {
+        existing
+            .iter()
+            .find(|e| e.name == pod)
+            .map(|e| e.node.clone())
+            .unwrap_or_default()
+    };
     for node in &plan.create {
         if let Some(p) = desired.get(node) {
             apply(&pods_api, p).await?;
@@ -251,11 +258,7 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
         }
     }
     for name in &plan.remove {
-        let node = existing
-            .iter()
-            .find(|e| &e.name == name)
-            .map(|e| e.node.clone())
-            .unwrap_or_default();
+        let node = node_of(name);
         // A pod whose node is gone has no kubelet to drain it; anything else drains in full.
         let dp = if node_names.contains(&node) {
             DeleteParams::default()
@@ -292,11 +295,7 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
         .await;
     }
     for name in &plan.outdated {
-        let node = existing
-            .iter()
-            .find(|e| &e.name == name)
-            .map(|e| e.node.clone())
-            .unwrap_or_default();
+        let node = node_of(name);
         progress.push(problem(
             reasons::ROLLING_UPDATE,
             &node,
@@ -304,11 +303,7 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
         ));
     }
     for name in &plan.draining {
-        let node = existing
-            .iter()
-            .find(|e| &e.name == name)
-            .map(|e| e.node.clone())
-            .unwrap_or_default();
+        let node = node_of(name);
         progress.push(problem(reasons::DRAINING, &node, format!("{name} is draining")));
     }
 
