@@ -9,7 +9,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/rtcd-rs/target
 CARGO ?= cargo
 
-.PHONY: help deps build run test test-rust test-operator test-chart test-e2e test-compat test-browser lint fmt generate check-generated images-test
+.PHONY: help deps build run test test-rust test-operator test-chart test-e2e test-compat test-browser test-loadtest bench lint fmt generate check-generated images-test
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,9 +24,9 @@ run: build ## Build and run rtcd on embedded defaults (API :8045, media :8443)
 	$(CARGO_TARGET_DIR)/release/rtcd
 
 test: deps ## Install test dependencies, then run every test
-	$(MAKE) --no-print-directory check-generated test-rust test-operator test-chart test-e2e images-test test-compat test-browser
+	$(MAKE) --no-print-directory check-generated test-rust test-operator test-chart test-e2e images-test test-loadtest test-compat test-browser
 	@scripts/test-summary.sh $(CARGO_TARGET_DIR)/test-rust.log $(CARGO_TARGET_DIR)/test-operator.log $(CARGO_TARGET_DIR)/test-chart.log $(CARGO_TARGET_DIR)/test-e2e.log \
-		$(CARGO_TARGET_DIR)/images-test.log \
+		$(CARGO_TARGET_DIR)/images-test.log $(CARGO_TARGET_DIR)/test-loadtest.log \
 		$(CARGO_TARGET_DIR)/test-compat.log $(CARGO_TARGET_DIR)/test-browser.log
 
 test-rust: deps ## Rust unit, HTTP, config, golden-vector and process tests
@@ -53,6 +53,18 @@ test-e2e: deps ## The cluster-agnostic e2e suite (e2e/cluster) on the local real
 
 images-test: deps ## hadolint both Dockerfiles; their build outside Docker; start each like its image
 	scripts/image-test.sh 2>&1 | tee $(CARGO_TARGET_DIR)/images-test.log
+
+test-loadtest: deps ## A few-second smoke run of rtcd-loadtest against our rtcd (netns)
+	scripts/loadtest-smoke.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-loadtest.log
+
+# make bench [BENCH_ARGS="--workloads w2,w4 --runs 3 --window 10"] [FLAMEGRAPH=w2]
+bench: deps ## Side-by-side benchmark against the real rtcd v1.2.6; writes docs/benchmarks/
+	$(CARGO) build --release --locked -p rtcd -p rtcd-loadtest
+	@ref=$$(e2e/compat/build-ref.sh); \
+	fg=""; if [ -n "$(FLAMEGRAPH)" ]; then fg="--flamegraph $(FLAMEGRAPH)"; PATH="$$(scripts/inferno.sh):$$PATH"; fi; \
+	RTCD_BIN=$(CARGO_TARGET_DIR)/release/rtcd RTCD_REF_BIN=$$ref LOADTEST_BIN=$(CARGO_TARGET_DIR)/release/rtcd-loadtest \
+	  BENCH_COMMAND="make bench BENCH_ARGS='$(BENCH_ARGS)' FLAMEGRAPH='$(FLAMEGRAPH)'" PATH="$$PATH" \
+	  unshare -n python3 bench/bench.py $(BENCH_ARGS) $$fg
 
 test-compat: deps ## The Go service.Client suite against the real rtcd and ours (netns)
 	scripts/compat.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-compat.log
