@@ -37,6 +37,9 @@ pub(crate) const DISCONNECTED_GRACE: Duration = Duration::from_secs(30);
 pub(crate) const MAX_QUEUED_CANDIDATES: usize = 40;
 /// Server offers that may time out in a row before the session is closed.
 pub(crate) const MAX_OFFER_ATTEMPTS: u32 = 3;
+/// Timeouts a session's peer may ask for "now" within one drain (its pacer asks once per
+/// packet); past this the rest waits for the timer, so one session cannot starve the shard.
+pub(crate) const MAX_IMMEDIATE_TIMEOUTS: u32 = 1024;
 
 /// What a track carries (rtcd's `trackType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
