@@ -266,8 +266,12 @@ def profile(env, wl, value, out_dir, stamp):
         f.write(report)
     folded = os.path.join(env.work, "folded.txt")
     script = subprocess.run(["perf", "script", "-i", data], capture_output=True, text=True).stdout
+    stacks = collapse(script)
     with open(folded, "w") as f:
-        f.write(collapse(script))
+        f.write(stacks)
+    with open(txt, "a") as f:
+        f.write("\n# Inclusive share of samples whose stack passes through each frame (top 80)\n")
+        f.write(inclusive(stacks, 80))
     svg = None
     inferno = shutil.which("inferno-flamegraph")
     if inferno:
@@ -278,6 +282,27 @@ def profile(env, wl, value, out_dir, stamp):
         log("bench: inferno-flamegraph not found: wrote the perf report only")
     return {"report": os.path.relpath(txt, ROOT), "flamegraph": svg and os.path.relpath(svg, ROOT),
             "workload": wl, "value": value}
+
+
+# Runtime, std and thread-entry frames: every sample passes through them, they say nothing.
+GENERIC_FRAMES = ("tokio::runtime", "std::", "core::", "alloc::", "catch_unwind", "call_once", "do_call",
+                  "start_thread", "clone3", "{closure", "<std::", "<alloc::", "<core::", "<tokio::runtime",
+                  "run", "poll<", "poll_", "with<", "with_mut<", "set<", "set_scheduler", "try_with<",
+                  "enter_runtime", "budget<", "__rust_begin", "[unknown]", "main", "__libc_start")
+
+
+def inclusive(folded, top):
+    """Share of samples whose stack contains each frame (perf report --children, from stacks)."""
+    total, seen = 0, {}
+    for line in folded.splitlines():
+        stack, _, n = line.rpartition(" ")
+        n = int(n)
+        total += n
+        for frame in set(stack.split(";")):
+            if not frame.startswith(GENERIC_FRAMES):
+                seen[frame] = seen.get(frame, 0) + n
+    rows = sorted(seen.items(), key=lambda kv: -kv[1])[:top]
+    return "".join(f"{100.0 * v / max(total, 1):6.2f}%  {k[:150]}\n" for k, v in rows)
 
 
 def collapse(script):

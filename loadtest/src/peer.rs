@@ -422,15 +422,9 @@ impl Peer {
             Event::Connected => {
                 self.connected = true;
                 let ns = self.ctx.ns(now);
-                if let Some(j) = self
-                    .ctx
-                    .stats
-                    .borrow_mut()
-                    .joins
-                    .get_mut(self.spec.index as usize)
-                {
+                self.record(|j| {
                     j.connected_ns.get_or_insert(ns);
-                }
+                });
                 if self.spec.speaker {
                     // The webapp unmutes once its microphone track is live.
                     self.ctx.send(rtc_msg(&self.spec, RtcType::Unmute, Vec::new()));
@@ -438,15 +432,7 @@ impl Peer {
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) if self.connected => {
                 tracing::debug!(participant = self.spec.index, "ICE disconnected");
-                if let Some(j) = self
-                    .ctx
-                    .stats
-                    .borrow_mut()
-                    .joins
-                    .get_mut(self.spec.index as usize)
-                {
-                    j.disconnected = true;
-                }
+                self.record(|j| j.disconnected = true);
             }
             Event::RtpPacket(p) => {
                 if let Some(probe) = Probe::read(&p.payload) {
@@ -517,6 +503,11 @@ impl Peer {
     }
 
     fn closed_by_server(&mut self) {
+        self.record(|j| j.closed_by_server = true);
+    }
+
+    /// Updates this participant's join record.
+    fn record(&self, f: impl FnOnce(&mut crate::stats::JoinRecord)) {
         if let Some(j) = self
             .ctx
             .stats
@@ -524,7 +515,7 @@ impl Peer {
             .joins
             .get_mut(self.spec.index as usize)
         {
-            j.closed_by_server = true;
+            f(j);
         }
     }
 

@@ -121,33 +121,6 @@ pub fn vp8_payload(size: usize, first: bool, keyframe: bool, picture_id: u16) ->
     p
 }
 
-/// Whether a VP8 payload starts a key frame (S=1, PID 0, P=0 in the frame tag).
-pub fn vp8_is_keyframe(p: &[u8]) -> bool {
-    let Some(&b0) = p.first() else { return false };
-    if b0 & 0x10 == 0 || b0 & 0x07 != 0 {
-        return false;
-    }
-    let mut i = 1;
-    if b0 & 0x80 != 0 {
-        let Some(&x) = p.get(1) else { return false };
-        i = 2;
-        if x & 0x80 != 0 {
-            i += if p.get(i).is_some_and(|b| b & 0x80 != 0) {
-                2
-            } else {
-                1
-            };
-        }
-        if x & 0x40 != 0 {
-            i += 1;
-        }
-        if x & 0x30 != 0 {
-            i += 1;
-        }
-    }
-    p.get(i).is_some_and(|b| b & 0x01 == 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,12 +156,19 @@ mod tests {
     }
 
     #[test]
-    fn vp8_payloads_mark_key_frames() {
+    fn vp8_payloads_mark_key_frames_as_the_sfu_reads_them() {
+        use rtcd::media::keyframe::{VideoCodec, is_keyframe};
         let k = vp8_payload(1100, true, true, 300);
-        assert!(vp8_is_keyframe(&k));
+        assert!(is_keyframe(VideoCodec::Vp8, &k));
         assert_eq!(&k[7..10], &[0x9d, 0x01, 0x2a]);
-        assert!(!vp8_is_keyframe(&vp8_payload(1100, true, false, 301)));
-        assert!(!vp8_is_keyframe(&vp8_payload(1100, false, true, 300)));
+        assert!(!is_keyframe(
+            VideoCodec::Vp8,
+            &vp8_payload(1100, true, false, 301)
+        ));
+        assert!(!is_keyframe(
+            VideoCodec::Vp8,
+            &vp8_payload(1100, false, true, 300)
+        ));
         assert_eq!(vp8_payload(1100, false, false, 1).len(), 1100);
     }
 }
