@@ -81,7 +81,6 @@ struct Layer {
     seq: u64,
     probe_seq: u32,
     picture_id: u16,
-    frames: u32,
     keyframe_due: bool,
     last_keyframe: Option<Instant>,
 }
@@ -164,12 +163,8 @@ async fn run_inner(
         av1_support: false,
         dc_signaling: false,
     }));
-    {
-        let mut st = ctx.stats.borrow_mut();
-        if let Some(j) = st.joins.get_mut(spec.index as usize) {
-            j.joined_ns = ctx.ns(now);
-        }
-    }
+    let joined_ns = ctx.ns(now);
+    ctx.record(spec.index, |j| j.joined_ns = joined_ns);
     let screen_stream = format!("screen-{}", spec.session_id);
     if spec.sharer {
         let data = serde_json::json!({ "screenStreamID": screen_stream }).to_string();
@@ -222,7 +217,6 @@ async fn run_inner(
                     seq: 1,
                     probe_seq: 0,
                     picture_id: (spec.index as u16).wrapping_mul(7919) & 0x7fff,
-                    frames: 0,
                     keyframe_due: true,
                     last_keyframe: None,
                 }
@@ -422,7 +416,7 @@ impl Peer {
             Event::Connected => {
                 self.connected = true;
                 let ns = self.ctx.ns(now);
-                self.record(|j| {
+                self.ctx.record(self.spec.index, |j| {
                     j.connected_ns.get_or_insert(ns);
                 });
                 if self.spec.speaker {
@@ -432,7 +426,7 @@ impl Peer {
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) if self.connected => {
                 tracing::debug!(participant = self.spec.index, "ICE disconnected");
-                self.record(|j| j.disconnected = true);
+                self.ctx.record(self.spec.index, |j| j.disconnected = true);
             }
             Event::RtpPacket(p) => {
                 if let Some(probe) = Probe::read(&p.payload) {
@@ -503,20 +497,7 @@ impl Peer {
     }
 
     fn closed_by_server(&mut self) {
-        self.record(|j| j.closed_by_server = true);
-    }
-
-    /// Updates this participant's join record.
-    fn record(&self, f: impl FnOnce(&mut crate::stats::JoinRecord)) {
-        if let Some(j) = self
-            .ctx
-            .stats
-            .borrow_mut()
-            .joins
-            .get_mut(self.spec.index as usize)
-        {
-            f(j);
-        }
+        self.ctx.record(self.spec.index, |j| j.closed_by_server = true);
     }
 
     fn send_voice(&mut self) {
@@ -582,10 +563,8 @@ impl Peer {
             l.keyframe_due = false;
             l.last_keyframe = Some(now);
         }
-        l.frames += 1;
         l.picture_id = (l.picture_id + 1) & 0x7fff;
         let rtp_time = (now.duration_since(started).as_micros() * 90 / 1000) as u32;
-        let mut sent = Vec::with_capacity(l.packets);
         for i in 0..l.packets {
             let sent_ns = self.ctx.ns(Instant::now());
             let mut payload = vp8_payload(VIDEO_PACKET, i == 0, key, l.picture_id);
@@ -604,12 +583,10 @@ impl Peer {
                     .marker(i + 1 == l.packets)
                     .nackable(true),
             );
-            sent.push(sent_ns);
-        }
-        let stream = l.stream;
-        let mut st = self.ctx.stats.borrow_mut();
-        for ns in sent {
-            st.sent(self.spec.index, stream, ns);
+            self.ctx
+                .stats
+                .borrow_mut()
+                .sent(self.spec.index, l.stream, sent_ns);
         }
     }
 }

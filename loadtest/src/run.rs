@@ -143,6 +143,13 @@ impl Ctx {
         t.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
+    /// Updates participant `index`'s join record.
+    pub fn record(&self, index: u32, f: impl FnOnce(&mut JoinRecord)) {
+        if let Some(j) = self.stats.borrow_mut().joins.get_mut(index as usize) {
+            f(j);
+        }
+    }
+
     /// Queues a message to rtcd.
     pub fn send(&self, m: ClientMessage) {
         let _ = self.out.send(m);

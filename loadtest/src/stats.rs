@@ -48,9 +48,7 @@ pub struct Stats {
     /// Joins, indexed by participant.
     pub joins: Vec<JoinRecord>,
     sent_in_window: HashMap<(u32, Stream), u64>,
-    sent_total: u64,
     rx: HashMap<(u32, u32, Stream), RxStream>,
-    rx_total: u64,
     rx_in_window: u64,
     rx_bytes_in_window: u64,
     audio_rx_in_window: u64,
@@ -71,7 +69,6 @@ impl Stats {
 
     /// A participant sent one packet of `stream`.
     pub fn sent(&mut self, sender: u32, stream: Stream, sent_ns: u64) {
-        self.sent_total += 1;
         if self.in_window(sent_ns) {
             *self.sent_in_window.entry((sender, stream)).or_default() += 1;
         }
@@ -79,7 +76,6 @@ impl Stats {
 
     /// `receiver` got a forwarded packet carrying `p` at `now_ns` (`bytes` on the RTP payload).
     pub fn received(&mut self, receiver: u32, p: Probe, now_ns: u64, bytes: usize) {
-        self.rx_total += 1;
         if let Some(j) = self.joins.get_mut(receiver as usize)
             && j.first_media_ns.is_none()
         {
@@ -118,11 +114,6 @@ impl Stats {
             s.jitter_ns += (d - s.jitter_ns) / 16.0;
         }
         s.last_transit = Some(transit);
-    }
-
-    /// Packets received since the start (any time).
-    pub fn rx_total(&self) -> u64 {
-        self.rx_total
     }
 
     /// The summary of the window (`window_s` long).
@@ -170,23 +161,16 @@ impl Stats {
             .iter()
             .filter(|j| j.connected_ns.is_none() || j.disconnected)
             .count();
-        let mut ttfp: Vec<u32> = self
-            .joins
-            .iter()
-            .filter(|j| j.expects_media)
-            .filter_map(|j| {
-                j.first_media_ns
-                    .map(|f| ((f.saturating_sub(j.joined_ns)) / 1000) as u32)
-            })
-            .collect();
-        let mut connect: Vec<u32> = self
-            .joins
-            .iter()
-            .filter_map(|j| {
-                j.connected_ns
-                    .map(|f| ((f.saturating_sub(j.joined_ns)) / 1000) as u32)
-            })
-            .collect();
+        // µs from each join to an event of it, where the event happened.
+        let since_join = |pick: fn(&JoinRecord) -> Option<u64>, only: fn(&JoinRecord) -> bool| -> Vec<u32> {
+            self.joins
+                .iter()
+                .filter(|j| only(j))
+                .filter_map(|j| pick(j).map(|t| (t.saturating_sub(j.joined_ns) / 1000) as u32))
+                .collect()
+        };
+        let mut ttfp = since_join(|j| j.first_media_ns, |j| j.expects_media);
+        let mut connect = since_join(|j| j.connected_ns, |_| true);
         let mut alat = self.audio_latency_us.clone();
         let mut vlat = self.video_latency_us.clone();
         Summary {
