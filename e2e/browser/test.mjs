@@ -132,6 +132,9 @@ const args = [
     '--autoplay-policy=no-user-gesture-required', '--allow-loopback-in-peer-connection',
     // getDisplayMedia without a picker (the fake 1280x720 screen), for E2E_SCREEN_SOURCE=display.
     '--auto-select-desktop-capture-source=Entire screen',
+    // Extra switches for a run by hand, e.g. WebRTC's logs:
+    // E2E_CHROMIUM_ARGS='--enable-logging=stderr --vmodule=*/webrtc/*=2'
+    ...(process.env.E2E_CHROMIUM_ARGS || '').split(' ').filter(Boolean),
 ];
 // Audio processing is off so the sine reaches the encoder unchanged (noise
 // suppression flattens a steady tone); with the built-in beep keep the

@@ -329,7 +329,7 @@ export function videoScenarios({out, sleep, bounded, setVerdict, statsSeconds, s
         // Phase 2: rate-limit B's downlink; B must drop to l without a long freeze.
         const q = await shaping.rateLimit(shapeDev, limitRate);
         const tLimit = Date.now();
-        out(`limit on: ${q}`);
+        out(`limit on at ${new Date(tLimit).toISOString()}: ${q}`);
         await monitor(B); // restart the window
         let down = null;
         let worstGap = 0;
@@ -342,6 +342,7 @@ export function videoScenarios({out, sleep, bounded, setVerdict, statsSeconds, s
             }
         }
         out(`limit: ${await shaping.tcStats(shapeDev)}`);
+        await switchTrace(B, tLimit);
         if (!down) {
             report(timeline);
             setVerdict(false, `page B did not move to the l layer within ${downSeconds}s of the ${limitRate} limit (last: layer ${row.layer}, ${row.w ?? '-'} wide at ${row.fps} fps; longest decode gap ${worstGap} ms)`);
@@ -384,6 +385,20 @@ export function videoScenarios({out, sleep, bounded, setVerdict, statsSeconds, s
         setVerdict(problems.length === 0, problems.length === 0
             ? `B decodes the share on h, moves to l ${down}s after a ${limitRate} limit (longest decode gap ${worstGap} ms) and back to h ${back}s after it is lifted`
             : problems.join('; '));
+    }
+    // B's busiest inbound video stream every 200 ms from 1 s before `t0` on (the page
+    // monitor's trace): what arrived and what was decoded, as deltas per poll, and the jitter
+    // buffer's mean delay and target over the frames it emitted in the poll.
+    async function switchTrace(p, t0) {
+        const trace = await bounded(p.page.evaluate((since) => window.e2eMonitorTrace(since), t0 - 1000), 5000, `trace ${p.label}`);
+        out(`page ${p.label} every poll from 1 s before the limit (ms after it: width, packets +received/+lost/+rtx, frames +received/+decoded/+key/+dropped, +nack/+pli, jitter buffer delay/target ms):`);
+        for (let k = 1; k < trace.length; k++) {
+            const [a, b] = [trace[k - 1], trace[k]];
+            const d = (f) => (b[f] ?? 0) - (a[f] ?? 0);
+            const emitted = d('jbe');
+            const jb = emitted > 0 ? `${Math.round(1000 * d('jbd') / emitted)}/${Math.round(1000 * d('jbt') / emitted)}` : '-';
+            out(`  ${String(b.t - t0).padStart(6)} ${String(b.w ?? '-').padStart(5)} pkts +${d('pkts')}/+${d('lost')}/+${d('rtx')} frames +${d('recv')}/+${d('dec')}/+${d('key')}/+${d('drop')} nack +${d('nack')} pli +${d('pli')} jb ${jb}${b.ssrc !== a.ssrc ? ` ssrc ${b.ssrc}` : ''}`);
+        }
     }
     const report = (timeline) => {
         out(`page B timeline (t s: phase layer width fps gap):`);

@@ -34,8 +34,9 @@
 //     (rtcd-rs probes bandwidth with RTX copies of sent packets: ignored), no
 //     jump skips more than E2E_WERIFT_MAX_GAP (30) packets; RTP timestamps
 //     never go back, and within ±20 packets of a switch never jump more than
-//     90000 ticks (1 s) between consecutive packets (elsewhere such a jump is
-//     the publisher's own, e.g. its encoder pausing after the first large
+//     90000 ticks (1 s) beyond the time between the two packets' arrivals
+//     (rtcd-rs moves the timestamp on by the wall-clock pause of a switch;
+//     elsewhere such a jump is the publisher's own, e.g. its encoder pausing after the first large
 //     keyframe, and is printed, not judged);
 //     consecutive packets (seq + 1) of one frame have one PictureID and the
 //     first packet of a new frame has the previous PictureID + 1 (mod 2^15),
@@ -137,8 +138,10 @@ function analyseStream(rows, {maxGap, limitOn, limitOff, window: win, t0}) {
             st.maxTsJump = Math.max(st.maxTsJump, tsd);
             if (tsd < 0) {
                 viol('ts-back', r, `ts ${prev.ts} -> ${r.ts} (${tsd}) at seq ${prev.seq} -> ${r.seq}`);
-            } else if (tsd > 90000) {
-                // Judged after the switches are known (see below).
+            } else if (tsd > 90000 + 90 * Math.max(0, r.t_ms - prev.t_ms)) {
+                // More than 1 s beyond the time between the two packets' arrivals (the server
+                // moves the timestamp on by the wall-clock time of a switch's pause). Judged
+                // after the switches are known (see below).
                 st.tsJumps.push({r, ext, detail: `ts ${prev.ts} -> ${r.ts} (+${tsd}) at seq ${prev.seq} -> ${r.seq}, ${(r.t_ms - prev.t_ms).toFixed(0)} ms after the previous packet`});
             }
             if (prev.pid >= 0 && r.pid >= 0) {

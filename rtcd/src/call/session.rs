@@ -19,7 +19,7 @@ use crate::{
     media::{
         keyframe::VideoCodec,
         rebase::SeqRebase,
-        simulcast::{Layer, LayerPolicy, RateMonitor},
+        simulcast::{Layer, LayerPolicy, QueueDelay, RateMonitor},
         vad::VoiceDetector,
         vp8::PictureIdRewrite,
     },
@@ -121,7 +121,7 @@ pub(crate) struct OutTrack {
     pub(crate) mime: &'static str,
     /// VP8 PictureID/TL0PICIDX continuity across switches.
     pub(crate) vp8: PictureIdRewrite,
-    /// After a congestion down-switch: the new layer is taken only from this time on, so the
+    /// After a congestion down-switch: the new layer is sent only from this time on, so the
     /// bottleneck queue drains and its keyframe is not lost.
     pub(crate) switch_not_before: Option<Instant>,
 }
@@ -137,7 +137,11 @@ pub(crate) fn mime(codec: VideoCodec) -> &'static str {
 impl OutTrack {
     pub(crate) fn new(mid: Mid, kind: TrackKind) -> Self {
         // One video frame at 90 kHz and 30 fps, or one 20 ms Opus packet at 48 kHz.
-        let ticks = if kind.is_video() { 3000 } else { 960 };
+        let (clock_hz, ticks) = if kind.is_video() {
+            (90_000, 3000)
+        } else {
+            (48_000, 960)
+        };
         Self {
             mid,
             active: false,
@@ -145,7 +149,7 @@ impl OutTrack {
             pt: Pt::from(111),
             pt_vp8: None,
             pt_av1: None,
-            seq: SeqRebase::with_frame_ticks(ticks),
+            seq: SeqRebase::new(clock_hz, ticks),
             current: None,
             target: None,
             layers: None,
@@ -207,6 +211,13 @@ pub(crate) struct Session {
     pub(crate) keyframe_requests: HashMap<(Mid, Option<Rid>), Instant>,
     /// This session's downlink estimate (TWCC), bits per second.
     pub(crate) estimate_bps: Option<f64>,
+    /// Queueing delay towards this session, from str0m's transport-wide round trips.
+    pub(crate) queue_delay: QueueDelay,
+    /// After a congestion down-switch, the estimator aims low until then (see
+    /// `Sfu::down_switch`).
+    pub(crate) bwe_quiet_until: Option<Instant>,
+    /// When a video keyframe was last forwarded to this session: its burst queues for a moment.
+    pub(crate) keyframe_out_at: Option<Instant>,
     /// Cumulative NACK counts last seen in str0m's stats, per (mid, rid, egress).
     pub(crate) nacks_seen: HashMap<(Mid, Option<Rid>, bool), u64>,
     /// Inbound streams seen, to recognise their RTX SSRCs (see `Sfu::count_undeclared`).

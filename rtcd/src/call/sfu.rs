@@ -281,6 +281,9 @@ impl Sfu {
                 published: Vec::new(),
                 keyframe_requests: HashMap::new(),
                 estimate_bps: None,
+                queue_delay: Default::default(),
+                bwe_quiet_until: None,
+                keyframe_out_at: None,
                 nacks_seen: HashMap::new(),
                 rx_streams: Default::default(),
                 vad: Default::default(),
@@ -534,11 +537,13 @@ impl Sfu {
             Event::KeyframeRequest(r) => self.keyframe_requested(now, sid, r.mid),
             Event::MediaEgressStats(st) => {
                 self.nack_stats(sid, (st.mid, st.rid, true), st.nacks);
+                tracing::trace!(session = %sid, mid = %st.mid, rtt = ?st.rtt, loss = ?st.loss, "downlink report");
                 if let Some(loss) = st.loss {
                     self.egress_loss(now, sid, st.mid, loss);
                 }
             }
             Event::MediaIngressStats(st) => self.nack_stats(sid, (st.mid, st.rid, false), st.nacks),
+            Event::PeerStats(st) => self.transport_report(now, sid, st.rtt, st.egress_loss_fraction),
             Event::EgressBitrateEstimate(str0m::bwe::BweKind::Twcc { estimate, .. }) => {
                 self.estimate(now, sid, estimate.as_f64())
             }

@@ -2,7 +2,11 @@
 //! see extended sequence numbers below 65536 (its SRTP rollover counter starts at 0), so each
 //! forwarded stream is rebased to start small, keeping the source's gaps (mute, loss). When
 //! the source stream changes (another simulcast layer), the output continues where it was:
-//! the next sequence number follows the last one and the timestamp moves one frame on.
+//! the next sequence number follows the last one and the timestamp moves on by the wall-clock
+//! time since the last packet (at least one frame), so the receiver's RTP-time-to-arrival
+//! mapping stays true across the gap of a switch.
+
+use std::time::Instant;
 
 /// Where a rebased stream starts.
 pub const FIRST_SEQ: u64 = 1;
@@ -14,16 +18,22 @@ pub struct SeqRebase {
     ts_offset: i64,
     last_seq: u64,
     last_ts: u32,
+    /// When the newest packet was mapped.
+    last_at: Option<Instant>,
     rebase_next: bool,
-    /// RTP ticks to advance on a switch (one frame).
+    /// RTP ticks to advance on a switch at least (one frame).
     frame_ticks: u32,
+    /// RTP clock rate, for the wall-clock gap of a switch.
+    clock_hz: u32,
 }
 
 impl SeqRebase {
-    /// A rebaser whose switches advance timestamps by `frame_ticks`.
-    pub fn with_frame_ticks(frame_ticks: u32) -> Self {
+    /// A rebaser for an RTP clock of `clock_hz` whose switches advance timestamps by at least
+    /// `frame_ticks`.
+    pub fn new(clock_hz: u32, frame_ticks: u32) -> Self {
         Self {
             frame_ticks,
+            clock_hz,
             ..Self::default()
         }
     }
@@ -36,16 +46,21 @@ impl SeqRebase {
 
     /// The outgoing extended sequence number for `src`, or `None` for a packet older than the
     /// stream's start (a late retransmission).
-    pub fn map(&mut self, src: u64) -> Option<u64> {
-        self.map_with_time(src, 0).map(|(s, _)| s)
+    pub fn map(&mut self, src: u64, at: Instant) -> Option<u64> {
+        self.map_with_time(src, 0, at).map(|(s, _)| s)
     }
 
-    /// Sequence number and timestamp for a source packet.
-    pub fn map_with_time(&mut self, src_seq: u64, src_ts: u32) -> Option<(u64, u32)> {
+    /// Sequence number and timestamp for a source packet that arrived `at`.
+    pub fn map_with_time(&mut self, src_seq: u64, src_ts: u32, at: Instant) -> Option<(u64, u32)> {
         if self.rebase_next && self.seq_offset.is_some() {
             self.rebase_next = false;
             self.seq_offset = Some(i128::from(self.last_seq) + 1 - i128::from(src_seq));
-            let next_ts = self.last_ts.wrapping_add(self.frame_ticks.max(1));
+            let gap = self
+                .last_at
+                .map_or(0.0, |t| at.saturating_duration_since(t).as_secs_f64());
+            // Saturating float-to-int: a gap of days still gives a valid (wrapped) RTP time.
+            let gap_ticks = (gap * f64::from(self.clock_hz)) as u32;
+            let next_ts = self.last_ts.wrapping_add(gap_ticks.max(self.frame_ticks).max(1));
             self.ts_offset = i64::from(next_ts) - i64::from(src_ts);
         }
         let offset = *self
@@ -61,6 +76,7 @@ impl SeqRebase {
         if out > self.last_seq {
             self.last_seq = out;
             self.last_ts = ts;
+            self.last_at = Some(at);
         }
         Some((out, ts))
     }
@@ -69,34 +85,38 @@ impl SeqRebase {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn starts_small_and_keeps_gaps() {
         let mut r = SeqRebase::default();
-        assert_eq!(r.map(70_000), Some(1));
-        assert_eq!(r.map(70_001), Some(2));
-        assert_eq!(r.map(70_010), Some(11));
-        assert_eq!(r.map(69_000), None);
+        let at = Instant::now();
+        assert_eq!(r.map(70_000, at), Some(1));
+        assert_eq!(r.map(70_001, at), Some(2));
+        assert_eq!(r.map(70_010, at), Some(11));
+        assert_eq!(r.map(69_000, at), None);
     }
 
     #[test]
     fn a_switch_continues_sequence_and_time() {
-        let mut r = SeqRebase::with_frame_ticks(3000);
-        assert_eq!(r.map_with_time(500, 1_000_000), Some((1, 1_000_000)));
-        assert_eq!(r.map_with_time(501, 1_003_000), Some((2, 1_003_000)));
+        let mut r = SeqRebase::new(90_000, 3000);
+        let at = Instant::now();
+        assert_eq!(r.map_with_time(500, 1_000_000, at), Some((1, 1_000_000)));
+        assert_eq!(r.map_with_time(501, 1_003_000, at), Some((2, 1_003_000)));
         r.switch();
         // Another layer, with unrelated numbers.
-        assert_eq!(r.map_with_time(9000, 42), Some((3, 1_006_000)));
-        assert_eq!(r.map_with_time(9001, 3042), Some((4, 1_009_000)));
+        assert_eq!(r.map_with_time(9000, 42, at), Some((3, 1_006_000)));
+        assert_eq!(r.map_with_time(9001, 3042, at), Some((4, 1_009_000)));
     }
 
     #[test]
     fn a_switch_before_the_first_packet_changes_nothing() {
-        let mut r = SeqRebase::with_frame_ticks(3000);
+        let mut r = SeqRebase::new(90_000, 3000);
+        let at = Instant::now();
         r.switch();
-        assert_eq!(r.map_with_time(100, 5000), Some((1, 5000)));
+        assert_eq!(r.map_with_time(100, 5000, at), Some((1, 5000)));
         assert_eq!(
-            r.map_with_time(101, 5000),
+            r.map_with_time(101, 5000, at),
             Some((2, 5000)),
             "same frame, same timestamp"
         );
@@ -104,9 +124,26 @@ mod tests {
 
     #[test]
     fn time_wraps() {
-        let mut r = SeqRebase::with_frame_ticks(3000);
-        r.map_with_time(1, u32::MAX - 10);
+        let mut r = SeqRebase::new(90_000, 3000);
+        let at = Instant::now();
+        r.map_with_time(1, u32::MAX - 10, at);
         r.switch();
-        assert_eq!(r.map_with_time(50, 0), Some((2, 2989)));
+        assert_eq!(r.map_with_time(50, 0, at), Some((2, 2989)));
+    }
+
+    #[test]
+    fn a_switch_after_a_pause_keeps_wall_clock_time() {
+        // A congestion switch: the new layer's first packet comes 600 ms after the old layer's
+        // last one, so its timestamp is 600 ms (54 000 ticks at 90 kHz) on, not one frame.
+        let mut r = SeqRebase::new(90_000, 3000);
+        let t0 = Instant::now();
+        assert_eq!(r.map_with_time(10, 7_000, t0), Some((1, 7_000)));
+        r.switch();
+        let t1 = t0 + Duration::from_millis(600);
+        assert_eq!(r.map_with_time(4000, 123, t1), Some((2, 61_000)));
+        assert_eq!(r.map_with_time(4001, 3123, t1), Some((3, 64_000)));
+        // A switch straight back, within the same frame time: one frame on, never backwards.
+        r.switch();
+        assert_eq!(r.map_with_time(11, 7_000, t1), Some((4, 67_000)));
     }
 }

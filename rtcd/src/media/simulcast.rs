@@ -1,7 +1,8 @@
 //! Screen-share simulcast: which layer (`h` ≈ 2.5 Mbps, `l` ≈ 500 kbps) each viewer gets, from
 //! that viewer's downlink estimate and the layers' measured rates, with rtcd's rules: start on
 //! `l`, go up when the estimate exceeds 0.9 × the measured rate of `h`, come down when it falls
-//! below that, and back off between up-switches (10 s, growing ×1.5 per switch). Pure.
+//! well below that, and back off between up-switches (10 s, growing ×1.5 per switch). Heavy
+//! loss or a standing queue in front of the viewer (`QueueDelay`) bring it down at once. Pure.
 
 use std::{
     collections::VecDeque,
@@ -58,12 +59,17 @@ pub const HEADROOM: f64 = 0.9;
 pub const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
 /// Growth of that wait per switch.
 pub const BACKOFF_FACTOR: f64 = 1.5;
-/// Decisions are taken at most this often.
+/// Up-switches are considered at most this often.
 pub const DECISION_INTERVAL: Duration = Duration::from_secs(1);
 /// On `h`, the estimate must fall below this share of the up-switch threshold to come down.
 pub const DOWN_FACTOR: f64 = 0.7;
 /// Fraction of packets a viewer reports lost on `h` that makes it come down at once.
 pub const LOSS_THRESHOLD: f32 = 0.05;
+/// Queueing delay towards a viewer on `h` (round trip over the lowest of the last
+/// `DELAY_BASE_WINDOW`) that makes it come down at once: its link carries less than the layer.
+pub const QUEUE_DELAY_LIMIT: Duration = Duration::from_millis(250);
+/// How long the lowest round trip is remembered as the path's own delay.
+pub const DELAY_BASE_WINDOW: Duration = Duration::from_secs(10);
 
 /// Bytes over a sliding window.
 #[derive(Debug, Clone)]
@@ -105,6 +111,33 @@ impl RateMonitor {
     }
 }
 
+/// Queueing delay on a path: each round-trip sample over the lowest sample of the last
+/// `DELAY_BASE_WINDOW` (the path's own delay, which may change with a route).
+#[derive(Debug, Clone, Default)]
+pub struct QueueDelay {
+    samples: VecDeque<(Instant, Duration)>,
+}
+
+impl QueueDelay {
+    /// Records a round trip measured at `now`; returns the queueing delay it shows.
+    pub fn push(&mut self, now: Instant, rtt: Duration) -> Duration {
+        while self
+            .samples
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > DELAY_BASE_WINDOW)
+        {
+            self.samples.pop_front();
+        }
+        // Samples come every stats interval (500 ms): a handful per window; bounded anyway.
+        if self.samples.len() >= 256 {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((now, rtt));
+        let base = self.samples.iter().map(|(_, r)| *r).min().unwrap_or(rtt);
+        rtt.saturating_sub(base)
+    }
+}
+
 /// One viewer's layer choice.
 #[derive(Debug, Clone)]
 pub struct LayerPolicy {
@@ -141,7 +174,23 @@ impl LayerPolicy {
     /// The viewer reports heavy loss on the stream it gets: come down now (no decision
     /// interval), as a loss-based estimate would.
     pub fn congested(&mut self, now: Instant, loss: f32) -> Option<Layer> {
-        if self.current != Layer::High || loss < LOSS_THRESHOLD {
+        if loss < LOSS_THRESHOLD {
+            return None;
+        }
+        self.come_down(now)
+    }
+
+    /// Packets towards the viewer wait in a queue: come down now, before the queue overflows
+    /// (a delay-based signal, as GCC's overuse detector).
+    pub fn queued(&mut self, now: Instant, delay: Duration) -> Option<Layer> {
+        if delay < QUEUE_DELAY_LIMIT {
+            return None;
+        }
+        self.come_down(now)
+    }
+
+    fn come_down(&mut self, now: Instant) -> Option<Layer> {
+        if self.current != Layer::High {
             return None;
         }
         if self.last_switch.is_some() {
@@ -154,33 +203,39 @@ impl LayerPolicy {
     }
 
     /// Considers the viewer's estimate against `h`'s measured rate; returns the new layer when
-    /// it should change.
+    /// it should change. Going down is considered at every estimate (a falling estimate means a
+    /// queue is building now); going up at most once per `DECISION_INTERVAL`.
     pub fn decide(&mut self, now: Instant, estimate_bps: f64, high_rate_bps: Option<f64>) -> Option<Layer> {
-        if self
-            .last_decision
-            .is_some_and(|t| now.duration_since(t) < DECISION_INTERVAL)
-        {
-            return None;
-        }
-        self.last_decision = Some(now);
         let needed = HEADROOM * high_rate_bps.unwrap_or(Layer::High.nominal_bps());
         let target = match self.current {
-            Layer::Low if estimate_bps > needed => {
-                let waited = self
-                    .last_switch
-                    .is_none_or(|t| now.duration_since(t) >= self.backoff);
-                waited.then_some(Layer::High)?
-            }
             // The delay-based estimate wanders around the layer's rate: come down only when it
             // falls well below (heavy loss brings a viewer down at once, see `congested`), as
             // rtcd stays up while its loss-based estimate holds.
             Layer::High if estimate_bps < DOWN_FACTOR * needed => Layer::Low,
-            _ => return None,
+            Layer::High => return None,
+            Layer::Low => {
+                if self
+                    .last_decision
+                    .is_some_and(|t| now.duration_since(t) < DECISION_INTERVAL)
+                {
+                    return None;
+                }
+                self.last_decision = Some(now);
+                let waited = self
+                    .last_switch
+                    .is_none_or(|t| now.duration_since(t) >= self.backoff);
+                if estimate_bps > needed && waited {
+                    Layer::High
+                } else {
+                    return None;
+                }
+            }
         };
         if self.last_switch.is_some() {
             self.backoff = self.backoff.mul_f64(BACKOFF_FACTOR);
         }
         self.last_switch = Some(now);
+        self.last_decision = Some(now);
         self.current = target;
         Some(target)
     }
@@ -199,6 +254,35 @@ mod tests {
         assert_eq!(p.congested(t0, 0.3), None, "already low");
         // The up-switch still waits for its backoff.
         assert_eq!(p.decide(t0 + Duration::from_secs(5), 9_000_000.0, None), None);
+    }
+
+    #[test]
+    fn a_standing_queue_comes_down_at_once() {
+        let t0 = Instant::now();
+        let mut p = LayerPolicy::new(Layer::High);
+        assert_eq!(
+            p.queued(t0, Duration::from_millis(100)),
+            None,
+            "a little queueing is normal"
+        );
+        assert_eq!(p.queued(t0, Duration::from_millis(300)), Some(Layer::Low));
+        assert_eq!(p.queued(t0, Duration::from_millis(300)), None, "already low");
+    }
+
+    #[test]
+    fn queue_delay_is_over_the_paths_own_delay() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut q = QueueDelay::default();
+        // A 600 ms path (satellite) with nothing queued.
+        assert_eq!(q.push(t0, ms(600)), ms(0));
+        assert_eq!(q.push(t0 + ms(500), ms(620)), ms(20));
+        // A queue builds.
+        assert_eq!(q.push(t0 + ms(1000), ms(900)), ms(300));
+        // The route changes to a slower one for good: after the window it is the base.
+        let later = t0 + DELAY_BASE_WINDOW + ms(1500);
+        q.push(later - ms(500), ms(800));
+        assert_eq!(q.push(later, ms(810)), ms(10));
     }
 
     #[test]
@@ -232,16 +316,13 @@ mod tests {
             None,
             "hysteresis"
         );
-        // Estimate collapses: down, but only one decision per second.
+        // Estimate collapses: down at once.
         assert_eq!(
             p.decide(t0 + Duration::from_millis(2600), 500_000.0, h),
-            None,
-            "one decision per second"
-        );
-        assert_eq!(
-            p.decide(t0 + Duration::from_millis(3500), 500_000.0, h),
             Some(Layer::Low)
         );
+        // Up again is considered at most once a second, and waits for its backoff.
+        assert_eq!(p.decide(t0 + Duration::from_millis(3000), 5_000_000.0, h), None);
         // Room again, but the backoff (10 s × 1.5 after two switches) holds it down.
         assert_eq!(p.decide(t0 + Duration::from_secs(5), 5_000_000.0, h), None);
         assert_eq!(

@@ -4,19 +4,24 @@
 //! keyframe requests (a new viewer, a switch, a viewer's PLI/FIR; at most one a second per
 //! source stream).
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use str0m::{
+    Rtc,
+    bwe::Bitrate,
     format::Codec,
     media::{KeyframeRequestKind, MediaKind, Mid, Rid},
-    rtp::{RtpPacket, RtpWrite, Vp8Descriptor, Vp8Patch},
+    rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor, Vp8Patch},
 };
 
 use super::Sfu;
 use crate::{
     call::{
         CallId, GroupId, SessionId,
-        session::{StreamSel, TrackAction, TrackKind, VideoSource, mime},
+        session::{OutTrack, StreamSel, TrackAction, TrackKind, VideoSource, mime},
     },
     media::{
         keyframe::{VideoCodec, is_keyframe},
@@ -32,6 +37,21 @@ const RTX_MAX_AGE: Duration = Duration::from_secs(3);
 const RTX_RATIO_CAP: Option<f32> = Some(0.15);
 /// After a congestion down-switch, the wait before taking the low layer's keyframe.
 pub(crate) const DRAIN_WAIT: Duration = Duration::from_millis(400);
+/// After a keyframe to a viewer, its queueing delay is not read for this long (see
+/// `Sfu::transport_report`).
+const KEYFRAME_QUEUE_GRACE: Duration = Duration::from_secs(2);
+/// Transport-wide loss counts every packet of the session (audio, every video stream): it is
+/// weighed half against the per-stream loss threshold, so 10 % lost comes down.
+const TRANSPORT_LOSS_SCALE: f32 = 0.5;
+/// What a screen viewer's estimator sustains (padding, when media falls short) and probes for.
+const SCREEN_BWE_MIN: Bitrate = Bitrate::kbps(300);
+const SCREEN_BWE_DESIRED: Bitrate = Bitrate::kbps(3000);
+/// After a congestion down-switch, the viewer's estimator aims only at the low layer (no
+/// padding beyond str0m's floor, no probes up) for this long: probes into the queue the high
+/// layer left behind held the low layer's frames back by a second and more. Then it probes
+/// for `h` again, well before the up-switch backoff ends.
+const BWE_QUIET: Duration = Duration::from_secs(4);
+const BWE_QUIET_DESIRED: Bitrate = Bitrate::kbps(600);
 
 /// `{"<field>": "<id>"}` from a ScreenOn/VideoOn payload.
 pub(super) fn stream_id(data: &[u8], field: &str) -> Result<String, String> {
@@ -86,6 +106,77 @@ fn codec_of(pt_codec: Codec) -> Option<VideoCodec> {
         Codec::Av1 => Some(VideoCodec::Av1),
         _ => None,
     }
+}
+
+/// A video packet as forwarded: what a viewer's out-stream is written from.
+#[derive(Debug)]
+struct Fwd {
+    /// The source's extended sequence number and RTP time.
+    seq_no: u64,
+    rtp_time: u32,
+    marker: bool,
+    /// When it arrived.
+    at: Instant,
+    payload: Arc<[u8]>,
+    /// The header extensions it keeps.
+    ext: ExtensionValues,
+}
+
+/// A publisher's video packet as it is forwarded. The header extensions that belong to the
+/// publisher's leg (MID, RID, TWCC sequence) are dropped, and audio levels do not apply.
+fn forwarded(p: RtpPacket) -> Fwd {
+    let mut ext = p.header.ext_vals;
+    ext.mid = None;
+    ext.rid = None;
+    ext.rid_repair = None;
+    ext.transport_cc = None;
+    ext.audio_level = None;
+    ext.voice_activity = None;
+    Fwd {
+        seq_no: *p.seq_no,
+        rtp_time: p.header.timestamp,
+        marker: p.header.marker,
+        at: p.timestamp,
+        payload: p.payload,
+        ext,
+    }
+}
+
+/// Writes one forwarded video packet to a viewer's out-track, renumbered into its stream; false
+/// when the track cannot take it (codec not negotiated, packet older than the stream's start).
+fn write_video(rtc: &mut Rtc, t: &mut OutTrack, codec: VideoCodec, p: &Fwd) -> bool {
+    let pt = match codec {
+        VideoCodec::Vp8 => t.pt_vp8,
+        VideoCodec::Av1 => t.pt_av1,
+    };
+    let Some(pt) = pt else { return false };
+    let Some((seq, ts)) = t.seq.map_with_time(p.seq_no, p.rtp_time, p.at) else {
+        return false;
+    };
+    let patch = if codec == VideoCodec::Vp8 {
+        vp8_patch(&mut t.vp8, &p.payload)
+    } else {
+        None
+    };
+    let mut api = rtc.direct_api();
+    let Some(tx) = api.stream_tx_by_mid(t.mid, None) else {
+        return false;
+    };
+    // Forwarded video bypasses str0m's pacer, as rtcd (pion) sends without one. Paced, a
+    // congested viewer's queue held up to 2 s of high-layer packets that kept flowing after a
+    // switch down and buried the low layer's keyframe (freezes of 2–5 s in the `screen` browser
+    // scenario); unpaced, the backlog is only the network's own queue, which the switch's drain
+    // wait covers.
+    tx.set_unpaced(true);
+    let mut write = RtpWrite::new(pt, seq.into(), ts, p.at, p.payload.clone())
+        .marker(p.marker)
+        .ext_vals(p.ext.clone())
+        .nackable(true);
+    if let Some(patch) = patch {
+        write = write.vp8_patch(patch);
+    }
+    tx.write_rtp(write);
+    true
 }
 
 /// The VP8 descriptor patch that keeps PictureID/TL0PICIDX continuous for this viewer.
@@ -384,7 +475,7 @@ impl Sfu {
             if !t.active || t.removing {
                 continue;
             }
-            let Some((seq, ts)) = t.seq.map_with_time(*p.seq_no, p.header.timestamp) else {
+            let Some((seq, ts)) = t.seq.map_with_time(*p.seq_no, p.header.timestamp, now) else {
                 continue;
             };
             let (out_mid, pt) = (t.mid, t.pt);
@@ -412,19 +503,17 @@ impl Sfu {
     ) {
         let (codec, _) = sel;
         let keyframe = is_keyframe(codec, &p.payload);
-        let mut ext = p.header.ext_vals.clone();
-        ext.mid = None;
-        ext.rid = None;
-        ext.rid_repair = None;
-        ext.transport_cc = None;
-        ext.audio_level = None;
-        ext.voice_activity = None;
+        let p = forwarded(p);
         let key = (sid.clone(), kind);
         let mut wanted = false;
         for peer in self.call_peers(sid) {
             let Some(ps) = self.sessions.get_mut(&peer) else {
                 continue;
             };
+            if ps.bwe_quiet_until.is_some_and(|until| now >= until) {
+                ps.bwe_quiet_until = None;
+                ps.rtc.bwe().set_bitrate(SCREEN_BWE_MIN, SCREEN_BWE_DESIRED);
+            }
             let viewer_av1 = ps.cfg.av1_support;
             let estimate = ps.estimate_bps;
             let Some(t) = ps.out_tracks.get_mut(&key) else {
@@ -453,6 +542,7 @@ impl Sfu {
                 t.target = Some(want);
                 t.mime = mime(want_codec);
             }
+            let mut written = false;
             let drained = t.switch_not_before.is_none_or(|at| now >= at);
             if sel == want && t.current != Some(want) && drained {
                 t.switch_not_before = None;
@@ -466,42 +556,15 @@ impl Sfu {
                     wanted = true;
                 }
             }
-            if t.current != Some(sel) {
-                continue;
+            if t.current == Some(sel) {
+                written = write_video(&mut ps.rtc, t, codec, &p);
+                if written && keyframe {
+                    ps.keyframe_out_at = Some(now);
+                }
             }
-            let pt = match codec {
-                VideoCodec::Vp8 => t.pt_vp8,
-                VideoCodec::Av1 => t.pt_av1,
-            };
-            let Some(pt) = pt else { continue };
-            let Some((seq, ts)) = t.seq.map_with_time(*p.seq_no, p.header.timestamp) else {
-                continue;
-            };
-            let out_mid = t.mid;
-            let patch = if codec == VideoCodec::Vp8 {
-                vp8_patch(&mut t.vp8, &p.payload)
-            } else {
-                None
-            };
-            let mut api = ps.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
-                continue;
-            };
-            // Forwarded video bypasses str0m's pacer, as rtcd (pion) sends without one. Paced, a
-            // congested viewer's queue held up to 2 s of high-layer packets that kept flowing
-            // after a switch down and buried the low layer's keyframe (freezes of 2–5 s in the
-            // `screen` browser scenario); unpaced, the backlog is only the network's own queue,
-            // which the switch's drain wait covers.
-            tx.set_unpaced(true);
-            let mut write = RtpWrite::new(pt, seq.into(), ts, p.timestamp, p.payload.clone())
-                .marker(p.header.marker)
-                .ext_vals(ext.clone())
-                .nackable(true);
-            if let Some(patch) = patch {
-                write = write.vp8_patch(patch);
+            if written {
+                self.mark_dirty(&peer);
             }
-            tx.write_rtp(write);
-            self.mark_dirty(&peer);
         }
         if wanted {
             self.request_keyframe(now, sid, kind, sel);
@@ -593,28 +656,50 @@ impl Sfu {
                 continue;
             };
             let Some(policy) = t.layers.as_mut() else { continue };
-            if let Some(layer) = policy.decide(now, bps, high) {
-                let sel = (codec, Some(Rid::from(layer.rid())));
-                t.target = Some(sel);
-                if layer == Layer::Low {
-                    // Going down means the link is congested: stop the high layer now and let
-                    // the bottleneck drain before the low layer's keyframe.
-                    t.current = None;
-                    t.switch_not_before = Some(now + DRAIN_WAIT);
-                    let out_mid = t.mid;
-                    self.shed_retransmissions(viewer, out_mid);
-                }
-                tracing::debug!(%viewer, %source, layer = layer.rid(), estimate = bps, "simulcast layer change");
-                self.cfg
-                    .metrics
-                    .rtc_layer_switches
-                    .get_or_create(&vec![("groupID", group), ("layer", layer.rid().into())])
-                    .inc();
-                if layer == Layer::High {
-                    self.request_keyframe(now, &source, kind, sel);
-                }
+            let Some(layer) = policy.decide(now, bps, high) else {
+                continue;
+            };
+            let sel = (codec, Some(Rid::from(layer.rid())));
+            tracing::debug!(%viewer, %source, layer = layer.rid(), estimate = bps, "simulcast layer change");
+            if layer == Layer::Low {
+                self.down_switch(now, viewer, (source.clone(), kind), sel);
+                continue;
             }
+            t.target = Some(sel);
+            self.count_switch(group, layer);
+            self.request_keyframe(now, &source, kind, sel);
         }
+    }
+
+    fn count_switch(&self, group: String, layer: Layer) {
+        self.cfg
+            .metrics
+            .rtc_layer_switches
+            .get_or_create(&vec![("groupID", group), ("layer", layer.rid().into())])
+            .inc();
+    }
+
+    /// Moves a viewer down to `sel` (the low layer) because its link is congested: the high
+    /// layer stops at once, its retransmission history is dropped, the viewer's estimator stops
+    /// probing for a while, and the low layer is taken from its first keyframe after the
+    /// bottleneck had time to drain.
+    fn down_switch(&mut self, now: Instant, viewer: &SessionId, key: (SessionId, TrackKind), sel: StreamSel) {
+        let Some(vs) = self.sessions.get_mut(viewer) else {
+            return;
+        };
+        let group = vs.cfg.group_id.0.clone();
+        let Some(t) = vs.out_tracks.get_mut(&key) else {
+            return;
+        };
+        t.target = Some(sel);
+        t.current = None;
+        t.switch_not_before = Some(now + DRAIN_WAIT);
+        let out_mid = t.mid;
+        vs.rtc.bwe().set_bitrate(Bitrate::ZERO, BWE_QUIET_DESIRED);
+        vs.bwe_quiet_until = Some(now + BWE_QUIET);
+        self.shed_retransmissions(viewer, out_mid);
+        self.mark_dirty(viewer);
+        self.count_switch(group, Layer::Low);
     }
 
     /// Forgets the high layer's packets kept for retransmission to this viewer: after a
@@ -636,29 +721,61 @@ impl Sfu {
         let Some(vs) = self.sessions.get_mut(viewer) else {
             return;
         };
-        let group = vs.cfg.group_id.0.clone();
-        let Some(((source, _), t)) = vs.out_tracks.iter_mut().find(|(_, t)| t.mid == mid) else {
+        let Some((key, t)) = vs.out_tracks.iter_mut().find(|(_, t)| t.mid == mid) else {
             return;
         };
-        let source = source.clone();
+        let key = key.clone();
         let Some(codec) = t.target.map(|(c, _)| c) else {
             return;
         };
         let Some(layer) = t.layers.as_mut().and_then(|p| p.congested(now, loss)) else {
             return;
         };
-        let sel = (codec, Some(Rid::from(layer.rid())));
-        t.target = Some(sel);
-        t.current = None;
-        t.switch_not_before = Some(now + DRAIN_WAIT);
-        let out_mid = t.mid;
-        self.shed_retransmissions(viewer, out_mid);
-        tracing::debug!(%viewer, %source, loss, "simulcast layer change on loss");
-        self.cfg
-            .metrics
-            .rtc_layer_switches
-            .get_or_create(&vec![("groupID", group), ("layer", layer.rid().into())])
-            .inc();
+        tracing::debug!(%viewer, source = %key.0, loss, "simulcast layer change on loss");
+        self.down_switch(now, viewer, key, (codec, Some(Rid::from(layer.rid()))));
+    }
+
+    /// str0m's transport-wide view of a viewer's downlink (TWCC, every stats interval): the
+    /// round trip of the last reported packet and the share lost over the last second. A queue
+    /// standing in front of the viewer, or heavy loss, moves its simulcast tracks off `h` before
+    /// the viewer's own receiver reports (about once a second) would. A keyframe's burst may
+    /// queue for a moment: the delay is not read within `KEYFRAME_QUEUE_GRACE` of one.
+    pub(super) fn transport_report(
+        &mut self,
+        now: Instant,
+        viewer: &SessionId,
+        rtt: Option<Duration>,
+        loss: Option<f32>,
+    ) {
+        let Some(vs) = self.sessions.get_mut(viewer) else {
+            return;
+        };
+        let delay = rtt.map(|r| vs.queue_delay.push(now, r));
+        tracing::trace!(%viewer, ?rtt, ?delay, ?loss, "downlink transport report");
+        let after_keyframe = vs
+            .keyframe_out_at
+            .is_some_and(|k| now.duration_since(k) < KEYFRAME_QUEUE_GRACE);
+        let mut down = Vec::new();
+        for (key, t) in &mut vs.out_tracks {
+            let Some(policy) = t.layers.as_mut() else { continue };
+            let Some(codec) = t.target.map(|(c, _)| c) else {
+                continue;
+            };
+            let layer = loss
+                .and_then(|l| policy.congested(now, l.max(0.0) * TRANSPORT_LOSS_SCALE))
+                .or_else(|| {
+                    delay
+                        .filter(|_| !after_keyframe)
+                        .and_then(|d| policy.queued(now, d))
+                });
+            if let Some(layer) = layer {
+                down.push((key.clone(), (codec, Some(Rid::from(layer.rid())))));
+            }
+        }
+        for (key, sel) in down {
+            tracing::debug!(%viewer, source = %key.0, ?delay, ?loss, "simulcast layer change on transport report");
+            self.down_switch(now, viewer, key, sel);
+        }
     }
 
     /// A viewer's out-track was negotiated: screens ask the estimator to probe up to `h`.
@@ -673,9 +790,7 @@ impl Sfu {
             return;
         }
         if let Some(vs) = self.sessions.get_mut(viewer) {
-            vs.rtc
-                .bwe()
-                .set_bitrate(str0m::bwe::Bitrate::kbps(300), str0m::bwe::Bitrate::kbps(3000));
+            vs.rtc.bwe().set_bitrate(SCREEN_BWE_MIN, SCREEN_BWE_DESIRED);
             self.mark_dirty(viewer);
         }
     }
