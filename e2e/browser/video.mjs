@@ -349,6 +349,22 @@ export function videoScenarios({out, sleep, bounded, setVerdict, statsSeconds, s
             return;
         }
 
+        const isRef = /ref/i.test(serverLabel);
+        const metricProblems = [];
+        // The server's own account of the layer B receives (rtcd-rs; the reference has no such
+        // metric).
+        const checkLayerMetric = async (want) => {
+            if (isRef) {
+                return;
+            }
+            const v = await layerViewers();
+            out(`rtcd_rtc_simulcast_viewers: h ${v.h}, l ${v.l} (B decodes ${want})`);
+            if (v[want] !== 1 || v[want === 'h' ? 'l' : 'h'] !== 0) {
+                metricProblems.push(`rtcd_rtc_simulcast_viewers shows h ${v.h}, l ${v.l} while B decodes ${want}`);
+            }
+        };
+        await checkLayerMetric('l');
+
         // Phase 3: lift the limit; B must return to h.
         const lifted = await shaping.lift(shapeDev);
         const tLift = Date.now();
@@ -366,6 +382,7 @@ export function videoScenarios({out, sleep, bounded, setVerdict, statsSeconds, s
             }
         }
         if (back) {
+            await checkLayerMetric('h');
             for (let k = 0; k < 2; k++) {
                 await step('back on h?');
             }
@@ -382,6 +399,7 @@ export function videoScenarios({out, sleep, bounded, setVerdict, statsSeconds, s
         if (!back) {
             problems.push(`B did not return to h within ${backSeconds}s of lifting the limit`);
         }
+        problems.push(...metricProblems);
         setVerdict(problems.length === 0, problems.length === 0
             ? `B decodes the share on h, moves to l ${down}s after a ${limitRate} limit (longest decode gap ${worstGap} ms) and back to h ${back}s after it is lifted`
             : problems.join('; '));
@@ -409,6 +427,16 @@ export function videoScenarios({out, sleep, bounded, setVerdict, statsSeconds, s
     // --- loss: camera with 5% of B's downlink UDP dropped -----------------------
     const lossPercent = Number(process.env.E2E_LOSS_PERCENT || 5);
     const lossSeconds = Number(process.env.E2E_LOSS_SECONDS || 10);
+
+    // rtcd_rtc_simulcast_viewers (rtcd-rs only): viewers per layer, summed over groups.
+    async function layerViewers() {
+        const res = await fetch(`${rtcdURL}/metrics`, {signal: AbortSignal.timeout(5000)});
+        const text = await res.text();
+        const sum = (layer) => text.split('\n')
+            .filter((l) => l.startsWith('rtcd_rtc_simulcast_viewers{') && l.includes(`layer="${layer}"`))
+            .reduce((a, l) => a + Number(l.trim().split(/\s+/).pop()), 0);
+        return {h: sum('h'), l: sum('l')};
+    }
 
     async function nackMetric() {
         const res = await fetch(`${rtcdURL}/metrics`, {signal: AbortSignal.timeout(5000)});

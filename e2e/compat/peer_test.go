@@ -17,6 +17,7 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/logging"
 	"github.com/pion/rtp"
+	"github.com/pion/transport/v4"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -164,6 +165,8 @@ type peerOptions struct {
 	// the PeerConnection (p.track stays the TrackLocalStaticRTP that
 	// startRTP writes to).
 	wrapTrack func(*webrtc.TrackLocalStaticRTP) webrtc.TrackLocal
+	// net replaces pion's network (sockets) for the peer.
+	net transport.Net
 }
 
 func newPeer(h *harness, name string, tag byte, speaking bool) (*peer, error) {
@@ -210,6 +213,9 @@ func newPeerWith(h *harness, name string, tag byte, speaking bool, opts peerOpti
 	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
 	if opts.loggerFactory != nil {
 		se.LoggerFactory = opts.loggerFactory
+	}
+	if opts.net != nil {
+		se.SetNet(opts.net)
 	}
 
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(&m), webrtc.WithSettingEngine(se), webrtc.WithInterceptorRegistry(&reg))

@@ -80,6 +80,8 @@ pub struct Metrics {
     pub rtc_keyframe_requests: Family<Labels, Counter>,
     /// `rtcd_rtc_layer_switches_total{groupID,layer}` (ours): simulcast switches per target layer.
     pub rtc_layer_switches: Family<Labels, Counter>,
+    /// `rtcd_rtc_simulcast_viewers{groupID,layer}` (ours, gauge): viewers receiving each layer.
+    pub rtc_simulcast_viewers: Family<Labels, Gauge>,
     /// `rtcd_rtc_nacks_total{groupID,direction}` (ours): NACKs received from viewers (in, each
     /// answered from the retransmission buffer) and sent to publishers (out).
     pub rtc_nacks: Family<Labels, Counter>,
@@ -115,6 +117,7 @@ impl Metrics {
             net_dropped: Family::default(),
             rtc_keyframe_requests: Family::default(),
             rtc_layer_switches: Family::default(),
+            rtc_simulcast_viewers: Family::default(),
             rtc_nacks: Family::default(),
         };
         let r = &mut registry;
@@ -213,6 +216,11 @@ impl Metrics {
             "rtc_layer_switches",
             "Simulcast layer switches, by the layer switched to",
             m.rtc_layer_switches.clone(),
+        );
+        r.register(
+            "rtc_simulcast_viewers",
+            "Viewers receiving each simulcast layer",
+            m.rtc_simulcast_viewers.clone(),
         );
         r.register(
             "rtc_nacks",

@@ -21,7 +21,7 @@ use str0m::format::Codec;
 
 mod forward;
 
-use forward::stream_id;
+use forward::{count_viewer_layer, stream_id};
 
 use super::{
     CallId, GroupId, Protocol, SessionConfig, SessionId, SfuOutput,
@@ -764,6 +764,7 @@ impl Sfu {
         };
         for t in s.out_tracks.values().filter(|t| t.removing && t.active) {
             track_gauge(t.mime, -1);
+            count_viewer_layer(&metrics, &group, t.current, -1);
         }
         s.out_tracks.retain(|_, t| !t.removing);
         let mut activated = Vec::new();
@@ -1055,6 +1056,7 @@ impl Sfu {
         }
         for t in s.out_tracks.values().filter(|t| t.active) {
             track("out", t.mime, 1);
+            count_viewer_layer(m, &group, t.current, -1);
         }
         if self.screens.get(&key) == Some(sid) {
             self.screens.remove(&key);

@@ -28,6 +28,7 @@ use crate::{
         simulcast::{Layer, LayerPolicy, RateMonitor},
         vp8::PictureIdRewrite,
     },
+    metrics::Metrics,
 };
 
 /// rtcd forwards a viewer's keyframe request to the publisher at most this often per stream.
@@ -177,6 +178,17 @@ fn write_video(rtc: &mut Rtc, t: &mut OutTrack, codec: VideoCodec, p: &Fwd) -> b
     }
     tx.write_rtp(write);
     true
+}
+
+/// Moves one viewer's count in `rtcd_rtc_simulcast_viewers` by `delta` for the layer of `sel`
+/// (nothing for a stream without a RID).
+pub(super) fn count_viewer_layer(metrics: &Metrics, group: &str, sel: Option<StreamSel>, delta: i64) {
+    if let Some((_, Some(rid))) = sel {
+        metrics
+            .rtc_simulcast_viewers
+            .get_or_create(&vec![("groupID", group.to_string()), ("layer", rid.to_string())])
+            .inc_by(delta);
+    }
 }
 
 /// The VP8 descriptor patch that keeps PictureID/TL0PICIDX continuous for this viewer.
@@ -547,6 +559,8 @@ impl Sfu {
             if sel == want && t.current != Some(want) && drained {
                 t.switch_not_before = None;
                 if keyframe {
+                    count_viewer_layer(&self.cfg.metrics, &ps.cfg.group_id.0, t.current, -1);
+                    count_viewer_layer(&self.cfg.metrics, &ps.cfg.group_id.0, Some(want), 1);
                     t.current = Some(want);
                     // Continue the out-stream where it was (a no-op before its first packet).
                     t.seq.switch();
@@ -692,7 +706,7 @@ impl Sfu {
             return;
         };
         t.target = Some(sel);
-        t.current = None;
+        count_viewer_layer(&self.cfg.metrics, &group, t.current.take(), -1);
         t.switch_not_before = Some(now + DRAIN_WAIT);
         let out_mid = t.mid;
         vs.rtc.bwe().set_bitrate(Bitrate::ZERO, BWE_QUIET_DESIRED);
