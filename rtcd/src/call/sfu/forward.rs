@@ -47,10 +47,11 @@ const TRANSPORT_LOSS_SCALE: f32 = 0.5;
 /// What a screen viewer's estimator sustains (padding, when media falls short) and probes for.
 const SCREEN_BWE_MIN: Bitrate = Bitrate::kbps(300);
 const SCREEN_BWE_DESIRED: Bitrate = Bitrate::kbps(3000);
-/// After a congestion down-switch, the viewer's estimator aims only at the low layer (no
-/// padding beyond str0m's floor, no probes up) for this long: probes into the queue the high
-/// layer left behind held the low layer's frames back by a second and more. Then it probes
-/// for `h` again, well before the up-switch backoff ends.
+/// After a congestion down-switch, the viewer's estimator aims only at the low layer for this
+/// long: no minimum, so str0m pads no more than its floor into the queue the high layer left
+/// behind, and no allocation or ALR probes up (str0m's probe after a large estimate drop is
+/// not governed by these settings). Then it aims at `h` again, well before the up-switch
+/// backoff ends.
 const BWE_QUIET: Duration = Duration::from_secs(4);
 const BWE_QUIET_DESIRED: Bitrate = Bitrate::kbps(600);
 
