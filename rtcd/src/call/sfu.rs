@@ -537,7 +537,6 @@ impl Sfu {
             Event::KeyframeRequest(r) => self.keyframe_requested(now, sid, r.mid),
             Event::MediaEgressStats(st) => {
                 self.nack_stats(sid, (st.mid, st.rid, true), st.nacks);
-                tracing::trace!(session = %sid, mid = %st.mid, rtt = ?st.rtt, loss = ?st.loss, "downlink report");
                 if let Some(loss) = st.loss {
                     self.egress_loss(now, sid, st.mid, loss);
                 }

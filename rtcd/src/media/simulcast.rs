@@ -190,16 +190,18 @@ impl LayerPolicy {
     }
 
     fn come_down(&mut self, now: Instant) -> Option<Layer> {
-        if self.current != Layer::High {
-            return None;
-        }
+        (self.current == Layer::High).then(|| self.switch_to(now, Layer::Low))
+    }
+
+    /// Moves to `target`; every switch after the first lengthens the up-switch backoff.
+    fn switch_to(&mut self, now: Instant, target: Layer) -> Layer {
         if self.last_switch.is_some() {
             self.backoff = self.backoff.mul_f64(BACKOFF_FACTOR);
         }
         self.last_switch = Some(now);
         self.last_decision = Some(now);
-        self.current = Layer::Low;
-        Some(Layer::Low)
+        self.current = target;
+        target
     }
 
     /// Considers the viewer's estimate against `h`'s measured rate; returns the new layer when
@@ -207,12 +209,12 @@ impl LayerPolicy {
     /// queue is building now); going up at most once per `DECISION_INTERVAL`.
     pub fn decide(&mut self, now: Instant, estimate_bps: f64, high_rate_bps: Option<f64>) -> Option<Layer> {
         let needed = HEADROOM * high_rate_bps.unwrap_or(Layer::High.nominal_bps());
-        let target = match self.current {
+        match self.current {
             // The delay-based estimate wanders around the layer's rate: come down only when it
             // falls well below (heavy loss brings a viewer down at once, see `congested`), as
             // rtcd stays up while its loss-based estimate holds.
-            Layer::High if estimate_bps < DOWN_FACTOR * needed => Layer::Low,
-            Layer::High => return None,
+            Layer::High if estimate_bps < DOWN_FACTOR * needed => self.come_down(now),
+            Layer::High => None,
             Layer::Low => {
                 if self
                     .last_decision
@@ -224,20 +226,9 @@ impl LayerPolicy {
                 let waited = self
                     .last_switch
                     .is_none_or(|t| now.duration_since(t) >= self.backoff);
-                if estimate_bps > needed && waited {
-                    Layer::High
-                } else {
-                    return None;
-                }
+                (estimate_bps > needed && waited).then(|| self.switch_to(now, Layer::High))
             }
-        };
-        if self.last_switch.is_some() {
-            self.backoff = self.backoff.mul_f64(BACKOFF_FACTOR);
         }
-        self.last_switch = Some(now);
-        self.last_decision = Some(now);
-        self.current = target;
-        Some(target)
     }
 }
 
