@@ -428,21 +428,23 @@ export function videoScenarios({out, sleep, bounded, setVerdict, statsSeconds, s
     const lossPercent = Number(process.env.E2E_LOSS_PERCENT || 5);
     const lossSeconds = Number(process.env.E2E_LOSS_SECONDS || 10);
 
+    // The sample lines of one metric family from the server's /metrics, and their sum.
+    async function metricLines(family) {
+        const res = await fetch(`${rtcdURL}/metrics`, {signal: AbortSignal.timeout(5000)});
+        return (await res.text()).split('\n').filter((l) => l.startsWith(family));
+    }
+    const sumOf = (lines) => lines.reduce((a, l) => a + Number(l.trim().split(/\s+/).pop()), 0);
+
     // rtcd_rtc_simulcast_viewers (rtcd-rs only): viewers per layer, summed over groups.
     async function layerViewers() {
-        const res = await fetch(`${rtcdURL}/metrics`, {signal: AbortSignal.timeout(5000)});
-        const text = await res.text();
-        const sum = (layer) => text.split('\n')
-            .filter((l) => l.startsWith('rtcd_rtc_simulcast_viewers{') && l.includes(`layer="${layer}"`))
-            .reduce((a, l) => a + Number(l.trim().split(/\s+/).pop()), 0);
-        return {h: sum('h'), l: sum('l')};
+        const lines = await metricLines('rtcd_rtc_simulcast_viewers{');
+        const on = (layer) => sumOf(lines.filter((l) => l.includes(`layer="${layer}"`)));
+        return {h: on('h'), l: on('l')};
     }
 
     async function nackMetric() {
-        const res = await fetch(`${rtcdURL}/metrics`, {signal: AbortSignal.timeout(5000)});
-        const text = await res.text();
-        const lines = text.split('\n').filter((l) => l.startsWith('rtcd_rtc_nacks_total'));
-        const inSum = lines.filter((l) => /direction="in"/.test(l)).reduce((a, l) => a + Number(l.trim().split(/\s+/).pop()), 0);
+        const lines = await metricLines('rtcd_rtc_nacks_total');
+        const inSum = sumOf(lines.filter((l) => /direction="in"/.test(l)));
         return {lines, inSum, present: lines.length > 0};
     }
 

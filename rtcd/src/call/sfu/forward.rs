@@ -555,7 +555,6 @@ impl Sfu {
                 t.target = Some(want);
                 t.mime = mime(want_codec);
             }
-            let mut written = false;
             let drained = t.switch_not_before.is_none_or(|at| now >= at);
             if sel == want && t.current != Some(want) && drained {
                 t.switch_not_before = None;
@@ -571,13 +570,10 @@ impl Sfu {
                     wanted = true;
                 }
             }
-            if t.current == Some(sel) {
-                written = write_video(&mut ps.rtc, t, codec, &p);
-                if written && keyframe {
+            if t.current == Some(sel) && write_video(&mut ps.rtc, t, codec, &p) {
+                if keyframe {
                     ps.keyframe_out_at = Some(now);
                 }
-            }
-            if written {
                 self.mark_dirty(&peer);
             }
         }
