@@ -213,9 +213,6 @@ pub(crate) struct Session {
     pub(crate) estimate_bps: Option<f64>,
     /// Queueing delay towards this session, from str0m's transport-wide round trips.
     pub(crate) queue_delay: QueueDelay,
-    /// After a congestion down-switch, the estimator aims low until then (see
-    /// `Sfu::down_switch`).
-    pub(crate) bwe_quiet_until: Option<Instant>,
     /// When a video keyframe was last forwarded to this session: its burst queues for a moment.
     pub(crate) keyframe_out_at: Option<Instant>,
     /// Cumulative NACK counts last seen in str0m's stats, per (mid, rid, egress).

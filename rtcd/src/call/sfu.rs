@@ -282,7 +282,6 @@ impl Sfu {
                 keyframe_requests: HashMap::new(),
                 estimate_bps: None,
                 queue_delay: Default::default(),
-                bwe_quiet_until: None,
                 keyframe_out_at: None,
                 nacks_seen: HashMap::new(),
                 rx_streams: Default::default(),

@@ -47,13 +47,6 @@ const TRANSPORT_LOSS_SCALE: f32 = 0.5;
 /// What a screen viewer's estimator sustains (padding, when media falls short) and probes for.
 const SCREEN_BWE_MIN: Bitrate = Bitrate::kbps(300);
 const SCREEN_BWE_DESIRED: Bitrate = Bitrate::kbps(3000);
-/// After a congestion down-switch, the viewer's estimator aims only at the low layer for this
-/// long: no minimum, so str0m pads no more than its floor into the queue the high layer left
-/// behind, and no allocation or ALR probes up (str0m's probe after a large estimate drop is
-/// not governed by these settings). Then it aims at `h` again, well before the up-switch
-/// backoff ends.
-const BWE_QUIET: Duration = Duration::from_secs(4);
-const BWE_QUIET_DESIRED: Bitrate = Bitrate::kbps(600);
 
 /// `{"<field>": "<id>"}` from a ScreenOn/VideoOn payload.
 pub(super) fn stream_id(data: &[u8], field: &str) -> Result<String, String> {
@@ -523,10 +516,6 @@ impl Sfu {
             let Some(ps) = self.sessions.get_mut(&peer) else {
                 continue;
             };
-            if ps.bwe_quiet_until.is_some_and(|until| now >= until) {
-                ps.bwe_quiet_until = None;
-                ps.rtc.bwe().set_bitrate(SCREEN_BWE_MIN, SCREEN_BWE_DESIRED);
-            }
             let viewer_av1 = ps.cfg.av1_support;
             let estimate = ps.estimate_bps;
             let Some(t) = ps.out_tracks.get_mut(&key) else {
@@ -691,9 +680,8 @@ impl Sfu {
     }
 
     /// Moves a viewer down to `sel` (the low layer) because its link is congested: the high
-    /// layer stops at once, its retransmission history is dropped, the viewer's estimator stops
-    /// probing for a while, and the low layer is taken from its first keyframe after the
-    /// bottleneck had time to drain.
+    /// layer stops at once, its retransmission history is dropped, and the low layer is taken
+    /// from its first keyframe after the bottleneck had time to drain.
     fn down_switch(&mut self, now: Instant, viewer: &SessionId, key: (SessionId, TrackKind), sel: StreamSel) {
         let Some(vs) = self.sessions.get_mut(viewer) else {
             return;
@@ -706,10 +694,7 @@ impl Sfu {
         count_viewer_layer(&self.cfg.metrics, &group, t.current.take(), -1);
         t.switch_not_before = Some(now + DRAIN_WAIT);
         let out_mid = t.mid;
-        vs.rtc.bwe().set_bitrate(Bitrate::ZERO, BWE_QUIET_DESIRED);
-        vs.bwe_quiet_until = Some(now + BWE_QUIET);
         self.shed_retransmissions(viewer, out_mid);
-        self.mark_dirty(viewer);
         self.count_switch(group, Layer::Low);
     }
 
