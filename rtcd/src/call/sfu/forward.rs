@@ -651,7 +651,6 @@ impl Sfu {
             let Some(vs) = self.sessions.get_mut(viewer) else {
                 return;
             };
-            let group = vs.cfg.group_id.0.clone();
             let Some(t) = vs.out_tracks.get_mut(&(source.clone(), kind)) else {
                 continue;
             };
@@ -666,6 +665,7 @@ impl Sfu {
                 continue;
             }
             t.target = Some(sel);
+            let group = vs.cfg.group_id.0.clone();
             self.count_switch(group, layer);
             self.request_keyframe(now, &source, kind, sel);
         }
