@@ -30,7 +30,7 @@ test: deps ## Install test dependencies, then run every test
 		$(CARGO_TARGET_DIR)/test-compat.log $(CARGO_TARGET_DIR)/test-browser.log
 
 test-rust: deps ## Rust unit, HTTP, config, golden-vector and process tests
-	$(CARGO) test --workspace --locked 2>&1 | tee $(CARGO_TARGET_DIR)/test-rust.log
+	$(CARGO) test --workspace --locked --features rtcd/fault-injection 2>&1 | tee $(CARGO_TARGET_DIR)/test-rust.log
 
 test-operator: deps ## The operator on a real control plane (etcd, apiserver, KCM, scheduler, kwok; netns)
 	scripts/operator-e2e.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-operator.log

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-$HOME/.cache/rtcd-rs/target}"
-cargo build --locked -p rtcd --bin rtcd
+cargo build --locked -p rtcd --bin rtcd --features fault-injection
 ref="$(e2e/compat/build-ref.sh)"
 # audio, ice-tcp (UDP dropped by nftables), turn (coturn, relay-only), mixed (pion + Chromium),
 # camera (VP8), camera-av1 (AV1 between av1Support pages, VP8 to the third), screen (simulcast

@@ -10,7 +10,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/rtcd-rs/target}
 if [ "${CLUSTER_E2E_IN_NETNS:-}" != 1 ]; then
   BIN=$("$ROOT/e2e/envtest/build.sh" | tail -n1)
-  cargo build --locked -q -p rtcd --bin rtcd -p rtcd-operator --bin rtcd-operator
+  cargo build --locked -q -p rtcd --bin rtcd -p rtcd-operator --bin rtcd-operator --features rtcd/fault-injection
   TEST=$("$ROOT/e2e/lib/cargo-test-bin.sh" rtcd-e2e cluster)
   exec env CLUSTER_E2E_IN_NETNS=1 ENVTEST_BIN="$BIN" TEST_BIN="$TEST" unshare -n "$0" "$@"
 fi

@@ -11,7 +11,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/rtcd-rs/target}
 
 if [ "${LOADTEST_SMOKE_INNER:-}" != 1 ]; then
-  cargo build --locked -q -p rtcd -p rtcd-loadtest
+  cargo build --locked -q -p rtcd -p rtcd-loadtest --features rtcd/fault-injection
   exec env LOADTEST_SMOKE_INNER=1 unshare -n "$0" "$@"
 fi
 

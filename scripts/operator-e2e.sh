@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/rtcd-rs/target}
 if [ "${OPERATOR_E2E_IN_NETNS:-}" != 1 ]; then
   # Everything that needs the network (module proxy, crates) happens out here.
   BIN=${ENVTEST_BIN:-$("$ROOT/e2e/envtest/build.sh" | tail -n1)}
-  cargo build --locked -q -p rtcd --bin rtcd
+  cargo build --locked -q -p rtcd --bin rtcd --features fault-injection
   TEST=$("$ROOT/e2e/lib/cargo-test-bin.sh" rtcd-operator envtest)
   exec env OPERATOR_E2E_IN_NETNS=1 ENVTEST_BIN="$BIN" TEST_BIN="$TEST" RTCD_BIN="$CARGO_TARGET_DIR/debug/rtcd" \
     unshare -n "$0" "$@"

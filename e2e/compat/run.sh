@@ -13,6 +13,10 @@
 #   COMPAT_RUN       -test.run regexp (default: all tests)
 #   COMPAT_SKIP      checks to skip, comma-separated: vad, dc
 #   COMPAT_KEEP=1    keep the run directory (logs, store) even on success
+#   COMPAT_FAULT_USER  a user ID: the server panics in that user's session
+#                    (RTCD_FAULT_PANIC_USER; only rtcd-rs built with the
+#                    fault-injection feature), and TestPanicContained runs
+#   COMPAT_SERVER_ENV  extra NAME=value settings for the server, space-separated
 #   RTCD_HTTP_PORT   API port inside the namespace (default 8045)
 #   RTCD_ICE_PORT    ICE UDP/TCP port inside the namespace (default 8443)
 set -euo pipefail
@@ -60,6 +64,8 @@ env -i PATH="$PATH" HOME="$HOME" \
 	RTCD_LOGGER_ENABLEFILE=false \
 	RTCD_LOGGER_ENABLECONSOLE=true \
 	RTCD_LOGGER_CONSOLELEVEL=DEBUG \
+	${COMPAT_FAULT_USER:+RTCD_FAULT_PANIC_USER="$COMPAT_FAULT_USER"} \
+	${COMPAT_SERVER_ENV:-} \
 	"$SERVER_BIN" >"$RUN_DIR/server.log" 2>&1 &
 server_pid=$!
 
@@ -89,6 +95,7 @@ if [[ -n "${COMPAT_RUN:-}" ]]; then
 fi
 t0=$(date +%s%N)
 RTCD_URL="http://127.0.0.1:$HTTP_PORT" RTCD_ADMIN_KEY="$ADMIN_KEY" COMPAT_SKIP="${COMPAT_SKIP:-}" \
+	COMPAT_FAULT_USER="${COMPAT_FAULT_USER:-}" \
 	"$TEST_BIN" "${test_args[@]}" 2>&1 | tee "$RUN_DIR/test.log"
 status=${PIPESTATUS[0]}
 t1=$(date +%s%N)
@@ -101,6 +108,7 @@ echo "run: [$label] server=$server_bin test=$test_bin dir=$run_dir" >&2
 set +e
 RUN_DIR="$run_dir" SERVER_BIN="$server_bin" TEST_BIN="$test_bin" ADMIN_KEY="$admin_key" \
 	HTTP_PORT="$http_port" ICE_PORT="$ice_port" COMPAT_RUN="${COMPAT_RUN:-}" COMPAT_SKIP="${COMPAT_SKIP:-}" \
+	COMPAT_FAULT_USER="${COMPAT_FAULT_USER:-}" COMPAT_SERVER_ENV="${COMPAT_SERVER_ENV:-}" \
 	E2E_LIB="$(cd "$(dirname "${BASH_SOURCE[0]}")/../lib" && pwd)" unshare -n bash "$run_dir/inner.sh"
 status=$?
 set -e

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod net;
 pub mod protocol;
 pub mod server;
+pub mod shard;
 pub mod system;
 pub mod telemetry;
 pub mod tls;

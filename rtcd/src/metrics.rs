@@ -85,6 +85,11 @@ pub struct Metrics {
     /// `rtcd_rtc_nacks_total{groupID,direction}` (ours): NACKs received from viewers (in, each
     /// answered from the retransmission buffer) and sent to publishers (out).
     pub rtc_nacks: Family<Labels, Counter>,
+    /// `rtcd_net_send_failed_total{transport}` (ours): datagrams and frames the socket or the
+    /// connection's queue refused.
+    pub net_send_failed: Family<Labels, Counter>,
+    /// `rtcd_engine_shard_sessions{shard}` (ours, gauge): sessions placed on each engine shard.
+    pub engine_shard_sessions: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -119,6 +124,8 @@ impl Metrics {
             rtc_layer_switches: Family::default(),
             rtc_simulcast_viewers: Family::default(),
             rtc_nacks: Family::default(),
+            net_send_failed: Family::default(),
+            engine_shard_sessions: Family::default(),
         };
         let r = &mut registry;
         r.register(
@@ -200,6 +207,8 @@ impl Metrics {
         for (transport, reason) in [
             ("udp", "no_session"),
             ("tcp", "no_session"),
+            ("udp", "shard_queue_full"),
+            ("tcp", "shard_queue_full"),
             ("rtp", "undeclared_ssrc"),
             ("rtp", "undeclared_payload_type"),
         ] {
@@ -226,6 +235,21 @@ impl Metrics {
             "rtc_nacks",
             "NACKs received from viewers (in) and sent to publishers (out)",
             m.rtc_nacks.clone(),
+        );
+        r.register(
+            "net_send_failed",
+            "Datagrams and ICE-TCP frames that could not be sent (full socket buffer or connection queue, or an error)",
+            m.net_send_failed.clone(),
+        );
+        for transport in ["udp", "tcp"] {
+            let _series = m
+                .net_send_failed
+                .get_or_create(&vec![("transport", transport.into())]);
+        }
+        r.register(
+            "engine_shard_sessions",
+            "Sessions placed on each media engine shard",
+            m.engine_shard_sessions.clone(),
         );
         r.register_collector(Box::new(BuildInfo(VersionInfo::current())));
         r.register_collector(Box::new(ProcessCollector));

@@ -19,30 +19,39 @@ use tokio::{
 use crate::{
     api::{self, AppState, conns::ConnRegistry},
     auth::{AuthService, store::Store},
-    call::{Sfu, SfuConfig},
+    call::{Faults, SfuConfig},
     config::{Config, parse_listen_address},
-    engine::{self, EngineHandle},
+    engine::{self, EngineParts, Inboxes},
     lifecycle::{DrainOutcome, Lifecycle, drain},
     metrics::Metrics,
-    net::{self, MediaNet},
+    net::{self, MediaNet, ShardSockets},
 };
 
-/// Opens the store and starts the engine over `udp`; returns the API state. The engine runs
+/// The number of engine shards `rtc.engine_shards` asks for (0: one per usable core).
+pub fn engine_shards(config: &Config) -> usize {
+    match usize::try_from(config.rtc.engine_shards) {
+        Ok(n) if n > 0 => n.min(crate::shard::MAX_SHARDS),
+        _ => crate::shard::usable_cores(),
+    }
+}
+
+/// Opens the store and starts the engine's shards over `udp` and `sockets` (one entry per
+/// shard; empty for no sockets), fed by `inboxes`; returns the API state. The engine runs
 /// until the returned state (every handle to it) is dropped.
 pub async fn build_state(
     config: &Config,
     metrics: Arc<Metrics>,
     lifecycle: Lifecycle,
     udp: MediaNet,
-    datagrams: tokio::sync::mpsc::Receiver<net::Datagram>,
+    sockets: Vec<ShardSockets>,
+    inboxes: Inboxes,
 ) -> anyhow::Result<AppState> {
     let dir = std::path::PathBuf::from(&config.store.data_source);
     let store = tokio::task::spawn_blocking(move || Store::open(&dir)).await??;
     tracing::info!(path = %store.path().display(), "client store opened");
     let auth = Arc::new(AuthService::new(Arc::new(store), config));
     let conns = Arc::new(ConnRegistry::new(metrics.clone()));
-    let (engine, commands) = EngineHandle::channel();
-    let sfu = Sfu::new(SfuConfig {
+    let sfu = SfuConfig {
         udp_candidates: udp.advertised(),
         tcp_candidates: udp.tcp_advertised(),
         nack_buffer_size: usize::try_from(config.rtc.nack_buffer_size)
@@ -50,15 +59,17 @@ pub async fn build_state(
             .filter(|n| *n > 0)
             .unwrap_or(256),
         metrics: metrics.clone(),
-    });
-    tokio::spawn(engine::run(
-        metrics.clone(),
+        shard: 0,
+        faults: Faults::from_env(),
+    };
+    let engine = engine::start(EngineParts {
+        metrics: metrics.clone(),
         sfu,
-        commands,
-        datagrams,
-        udp,
-        conns.clone(),
-    ));
+        net: udp,
+        sockets,
+        inboxes,
+        sink: conns.clone(),
+    })?;
     Ok(AppState::new(config, metrics, lifecycle, auth, engine, conns))
 }
 
@@ -69,9 +80,9 @@ const HTTP_GRACE: Duration = Duration::from_secs(1);
 pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
     let lifecycle = Lifecycle::new();
-    let (dg_tx, dg_rx) = tokio::sync::mpsc::channel(engine::DATAGRAM_QUEUE);
-    let udp = net::bind(&config.rtc, dg_tx, metrics.clone()).await?;
-    let state = build_state(&config, metrics, lifecycle.clone(), udp, dg_rx).await?;
+    let inboxes = Inboxes::new(engine_shards(&config));
+    let (udp, sockets) = net::bind(&config.rtc, inboxes.tx.clone(), metrics.clone()).await?;
+    let state = build_state(&config, metrics, lifecycle.clone(), udp, sockets, inboxes).await?;
     let _sampler = state.cpu_load.spawn_sampler(Duration::from_secs(1));
 
     // Install the handlers before anything is served, so an early signal is not lost.

@@ -1,6 +1,6 @@
 //! The control plane of the real binary over real sockets: registration, login, unregister,
 //! rate limiting, the WebSocket (hello, Origin, frame limit, keepalive), the sessions API,
-//! metrics, and the drain with a live session.
+//! metrics, the drain with a live session, and the engine's shards (placement, heartbeat).
 #![allow(clippy::unwrap_used)] // test crate: a failed unwrap is a failed test
 
 mod common;
@@ -91,10 +91,14 @@ where
 }
 
 fn join(call: &str, session: &str) -> Message {
+    join_as(call, session, "user")
+}
+
+fn join_as(call: &str, session: &str, user: &str) -> Message {
     Message::Binary(
         ClientMessage::Join(Join {
             call_id: call.into(),
-            user_id: "user".into(),
+            user_id: user.into(),
             session_id: session.into(),
             channel_id: "channel".into(),
             av1_support: false,
@@ -766,4 +770,139 @@ async fn another_client_cannot_touch_a_session() {
     assert_eq!(answer.msg_type, 2);
     let nothing = tokio::time::timeout(Duration::from_millis(500), intruder.next()).await;
     assert!(nothing.is_err(), "the intruder received {nothing:?}");
+}
+
+fn gauge(metrics: &str, series: &str) -> Option<i64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+async fn shard_sessions(d: &Daemon) -> (Option<i64>, Option<i64>) {
+    let m = metrics(d).await;
+    (
+        gauge(&m, r#"rtcd_engine_shard_sessions{shard="0"}"#),
+        gauge(&m, r#"rtcd_engine_shard_sessions{shard="1"}"#),
+    )
+}
+
+#[tokio::test]
+async fn calls_spread_over_engine_shards_and_joins_follow_their_call() {
+    let d = admin_daemon("[rtc]\nengine_shards = 2\n").await;
+    let mut ws = client_ws(&d, "mm1").await;
+    // c1 → shard 0 (both empty); c1's second session follows it; c2 and c3 → shard 1 (the
+    // emptier one); c4 → shard 0 again (a tie goes to the lowest).
+    for (call, session) in [
+        ("c1", "s1"),
+        ("c1", "s2"),
+        ("c2", "s3"),
+        ("c3", "s4"),
+        ("c4", "s5"),
+    ] {
+        ws.send(join(call, session)).await.unwrap();
+    }
+    let auth = vec![("Authorization", basic("mm1", KEY))];
+    let mut found = Vec::new();
+    for _ in 0..100 {
+        found.clear();
+        for call in ["c1", "c2", "c3", "c4"] {
+            let r = request(d.api, "GET", &format!("/calls/{call}/sessions"), &auth, "").await;
+            if r.status == 200 {
+                let ids: Vec<String> = r
+                    .json()
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s["SessionID"].as_str().unwrap().to_string())
+                    .collect();
+                found.push((call, ids));
+            }
+        }
+        if found.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        found,
+        vec![
+            ("c1", strings(&["s1", "s2"])),
+            ("c2", strings(&["s3"])),
+            ("c3", strings(&["s4"])),
+            ("c4", strings(&["s5"])),
+        ],
+        "every call answers from its own shard"
+    );
+    assert_eq!(shard_sessions(&d).await, (Some(3), Some(2)));
+    let h = common::get(d.api, "/api/v1/health").await;
+    assert_eq!(
+        (h.status, h.body.as_str()),
+        (200, r#"{"status":"ok","sessions":5}"#)
+    );
+
+    for s in ["s1", "s2", "s3", "s4", "s5"] {
+        ws.send(leave(s)).await.unwrap();
+        match next_message(&mut ws).await {
+            ClientMessage::Close { session_id } => assert_eq!(session_id, s),
+            other => panic!("expected close after leave, got {other:?}"),
+        }
+    }
+    let mut load = (None, None);
+    for _ in 0..100 {
+        load = shard_sessions(&d).await;
+        if load == (Some(0), Some(0)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(load, (Some(0), Some(0)), "closed sessions leave their shard");
+}
+
+#[tokio::test]
+async fn a_stalled_engine_shard_turns_health_503_with_the_reason_until_it_runs_again() {
+    // The debug build has the fault-injection feature (make test-rust): a join of this user
+    // blocks its shard's thread for 6 s.
+    let d = Daemon::start(
+        &format!("[api]\nsecurity.enable_admin = true\nsecurity.admin_secret_key = {ADMIN:?}\n[rtc]\nengine_shards = 2\n"),
+        &[("RTCD_FAULT_STALL_USER", "staller")],
+    )
+    .await;
+    let mut ws = client_ws(&d, "mm1").await;
+    let h = common::get(d.api, "/api/v1/health").await;
+    assert_eq!(h.status, 200, "{}", h.body);
+    ws.send(join("busy", "s0")).await.unwrap();
+    ws.send(join_as("stall", "s1", "staller")).await.unwrap();
+    let sent = std::time::Instant::now();
+    let mut unhealthy = None;
+    while sent.elapsed() < Duration::from_secs(5) {
+        let h = common::get(d.api, "/api/v1/health").await;
+        if h.status == 503 {
+            unhealthy = Some((sent.elapsed(), h.json()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (after, body) = unhealthy.expect("health never turned 503 while a shard was stalled");
+    assert_eq!(body["status"], "unhealthy", "{body}");
+    let reason = body["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("engine shard 1 has not run for") && reason.ends_with("(stalled)"),
+        "{reason}"
+    );
+    eprintln!(
+        "health 503 {:.1} s after the stalling join: {reason}",
+        after.as_secs_f64()
+    );
+    // The stall ends after 6 s: the shard beats again and health is ok.
+    let mut back = false;
+    while sent.elapsed() < Duration::from_secs(12) {
+        let h = common::get(d.api, "/api/v1/health").await;
+        if h.status == 200 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "health did not recover once the shard ran again");
 }

@@ -20,13 +20,13 @@ async fn state(origins: &[&str]) -> AppState {
     let mut config = rtcd::config::Config::default();
     config.api.security.allowed_origins = origins.iter().map(|s| s.to_string()).collect();
     config.store.data_source = dir.keep().display().to_string();
-    let (_tx, rx) = tokio::sync::mpsc::channel(1);
     rtcd::server::build_state(
         &config,
         Arc::new(Metrics::new()),
         Lifecycle::new(),
         rtcd::net::MediaNet::none(),
-        rx,
+        Vec::new(),
+        rtcd::engine::Inboxes::new(1),
     )
     .await
     .unwrap()

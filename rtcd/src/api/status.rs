@@ -1,5 +1,7 @@
 //! Unauthenticated status endpoints: `/version`, `/system`, `/api/v1/health`, `/metrics`.
 
+use std::time::Instant;
+
 use axum::{
     Json,
     extract::State,
@@ -33,34 +35,37 @@ pub(super) async fn system(State(state): State<AppState>) -> Json<SystemInfo> {
 /// `GET /api/v1/health` body.
 #[derive(Debug, Serialize)]
 pub(super) struct Health {
-    /// `ok` or `draining`.
+    /// `ok`, `draining`, or `unhealthy`.
     pub status: &'static str,
     /// Live sessions (not in rtcd, which has no such endpoint): `rtcd --wait-idle`, the
     /// operator's preStop, waits for 0.
     pub sessions: usize,
+    /// Why the status is `unhealthy` (a stopped or stalled engine shard).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
-/// `GET /api/v1/health`: 200 `ok`, or 503 `draining` once shutdown has started, so probes and
-/// the operator take this instance out of DNS and off new calls.
+/// `GET /api/v1/health`: 200 `ok`; 503 `unhealthy` with the reason when an engine shard has
+/// stopped or stalled (Kubernetes then takes the pod out and restarts it); 503 `draining` once
+/// shutdown has started, so probes and the operator take this instance out of DNS and off new
+/// calls.
 pub(super) async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let sessions = state.lifecycle.live_sessions();
-    if state.lifecycle.is_draining() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(Health {
-                status: "draining",
-                sessions,
-            }),
-        )
+    let (code, status, reason) = if let Some(problem) = state.engine.health().problem(Instant::now()) {
+        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy", Some(problem))
+    } else if state.lifecycle.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining", None)
     } else {
-        (
-            StatusCode::OK,
-            Json(Health {
-                status: "ok",
-                sessions,
-            }),
-        )
-    }
+        (StatusCode::OK, "ok", None)
+    };
+    (
+        code,
+        Json(Health {
+            status,
+            sessions,
+            reason,
+        }),
+    )
 }
 
 /// `GET /metrics`: Prometheus (OpenMetrics text).

@@ -10,13 +10,12 @@
 //! [`Sfu::handle_timeout`] — each with `now`, then drains [`Sfu::poll_output`] until it returns
 //! `None`, and sleeps until [`Sfu::next_deadline`]. Mutate, then drain.
 
-mod demux;
 mod session;
 mod sfu;
 
 use std::{fmt, net::SocketAddr};
 
-pub use sfu::{Sfu, SfuConfig};
+pub use sfu::{Faults, Sfu, SfuConfig};
 
 use crate::protocol::ws::ClientMessage;
 
@@ -99,5 +98,10 @@ pub enum SfuOutput {
         session_id: SessionId,
         /// The message.
         msg: ClientMessage,
+    },
+    /// A session ended (left, timed out, failed or panicked): the engine forgets where it lived.
+    SessionClosed {
+        /// The session.
+        session_id: SessionId,
     },
 }

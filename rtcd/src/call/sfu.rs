@@ -25,7 +25,6 @@ use forward::{count_viewer_layer, stream_id};
 
 use super::{
     CallId, GroupId, Protocol, SessionConfig, SessionId, SfuOutput,
-    demux::stun_local_ufrag,
     session::{
         ANSWER_TIMEOUT, MAX_IMMEDIATE_TIMEOUTS, MAX_OFFER_ATTEMPTS, MAX_QUEUED_CANDIDATES, OFFER_TIMEOUT,
         OutTrack, Session, Signaling, TrackAction, TrackKind,
@@ -39,6 +38,7 @@ use crate::{
         rtc::{RtcMessage, RtcType},
         ws::ClientMessage,
     },
+    shard::stun_local_ufrag,
 };
 
 /// What the core needs from its surroundings.
@@ -52,6 +52,35 @@ pub struct SfuConfig {
     pub nack_buffer_size: usize,
     /// Prometheus families.
     pub metrics: Arc<Metrics>,
+    /// This core's engine shard: written into every local ICE ufrag ([`crate::shard`]).
+    pub shard: usize,
+    /// Faults to inject (only with the `fault-injection` feature; empty otherwise).
+    pub faults: Faults,
+}
+
+/// Test-only faults, read from the environment by builds with the `fault-injection` feature
+/// (never in a release image): `RTCD_FAULT_PANIC_USER` makes a session of that user ID panic
+/// on its first datagram once connected. Without the feature nothing reads these fields.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Panic in the sessions of this user, once connected.
+    pub panic_user: Option<String>,
+}
+
+impl Faults {
+    /// The faults the environment asks for, when this build can inject them.
+    pub fn from_env() -> Self {
+        #[cfg(feature = "fault-injection")]
+        {
+            Self {
+                panic_user: std::env::var("RTCD_FAULT_PANIC_USER")
+                    .ok()
+                    .filter(|u| !u.is_empty()),
+            }
+        }
+        #[cfg(not(feature = "fault-injection"))]
+        Self::default()
+    }
 }
 
 /// Where an SDP came from, so the reply goes back the same way.
@@ -186,15 +215,35 @@ impl Sfu {
             return false;
         };
         let input = Input::Receive(now, recv);
-        let Some(s) = self.sessions.get_mut(&sid) else {
+        let took = self.contained(now, &sid, |sfu| {
+            sfu.receive(now, &sid, known.is_some(), (proto, source), input, buf)
+        });
+        // A panicking session took the datagram with it.
+        took.unwrap_or(true)
+    }
+
+    fn receive(
+        &mut self,
+        now: Instant,
+        sid: &SessionId,
+        known: bool,
+        remote: (Protocol, SocketAddr),
+        input: Input<'_>,
+        buf: &[u8],
+    ) -> bool {
+        let Some(s) = self.sessions.get_mut(sid) else {
             return false;
         };
         if !s.rtc.accepts(&input) {
             return false;
         }
-        if known.is_none() {
-            self.by_remote.insert((proto, source), sid.clone());
-            s.remotes.push((proto, source));
+        if !known {
+            self.by_remote.insert(remote, sid.clone());
+            s.remotes.push(remote);
+        }
+        #[cfg(feature = "fault-injection")]
+        if s.connected && self.cfg.faults.panic_user.as_deref() == Some(s.cfg.user_id.as_str()) {
+            panic!("fault injection: RTCD_FAULT_PANIC_USER session {sid}");
         }
         if let Err(e) = s.rtc.handle_input(input) {
             tracing::debug!(session = %sid, error = %e, "dropping datagram");
@@ -213,9 +262,30 @@ impl Sfu {
                 ])
                 .inc();
         }
-        self.mark_dirty(&sid);
+        self.mark_dirty(sid);
         self.drain(now);
         true
+    }
+
+    /// Runs `f` for `sid`'s input or timeout; a panic in it drops that session only (counted
+    /// as `rtcd_rtc_errors_total{type="panic"}` and logged with the session ID), and the
+    /// other sessions go on.
+    fn contained<R>(&mut self, now: Instant, sid: &SessionId, f: impl FnOnce(&mut Self) -> R) -> Option<R> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))) {
+            Ok(r) => Some(r),
+            Err(payload) => {
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(session = %sid, panic = %what, "panic while handling a session: dropping it, the call goes on");
+                self.error_metric(sid, "panic");
+                // Its peer may be in any state: close without asking it for a last word.
+                self.close_session_with(now, sid, "panic", false);
+                None
+            }
+        }
     }
 
     /// A `join`: creates the session's peer. The client's offer must follow within 10 s.
@@ -230,7 +300,8 @@ impl Sfu {
         if self.sessions.contains_key(&cfg.session_id) {
             return Err("failed to add session: session already exists".into());
         }
-        let creds = IceCreds::new();
+        let mut creds = IceCreds::new();
+        creds.ufrag = crate::shard::tag_ufrag(&creds.ufrag, self.cfg.shard);
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
             .set_rtp_mode(true)
@@ -305,7 +376,7 @@ impl Sfu {
     pub fn handle_leave(&mut self, now: Instant, group: &GroupId, session: &SessionId) -> Result<(), String> {
         match self.sessions.get(session) {
             Some(s) if &s.cfg.group_id == group => {
-                self.close_session(now, session, "leave");
+                self.contained(now, session, |sfu| sfu.close_session(now, session, "leave"));
                 self.drain(now);
                 Ok(())
             }
@@ -326,7 +397,20 @@ impl Sfu {
             Some(s) if &s.cfg.group_id == group => {}
             _ => return Err(format!("session not found: {sid}")),
         }
-        let result = match kind {
+        let result = self.contained(now, &sid, |sfu| sfu.rtc_message_for(now, &sid, kind, &msg));
+        self.drain(now);
+        result.unwrap_or_else(|| Err(format!("session {sid} panicked on a {} message", msg.msg_type)))
+    }
+
+    fn rtc_message_for(
+        &mut self,
+        now: Instant,
+        sid: &SessionId,
+        kind: RtcType,
+        msg: &RtcMessage,
+    ) -> Result<(), String> {
+        let sid = sid.clone();
+        match kind {
             RtcType::Ice => self.remote_candidate(&sid, &msg.data),
             RtcType::Sdp => self.incoming_sdp(now, &sid, &msg.data, Via::Ws),
             RtcType::Mute | RtcType::Unmute => {
@@ -348,9 +432,7 @@ impl Sfu {
             RtcType::VoiceOn | RtcType::VoiceOff => {
                 Err(format!("received unexpected message type {}", msg.msg_type))
             }
-        };
-        self.drain(now);
-        result
+        }
     }
 
     /// Time passed: serve every session whose deadline is due.
@@ -360,47 +442,50 @@ impl Sfu {
                 break;
             }
             self.timers.pop();
-            let Some(s) = self.sessions.get_mut(&sid) else {
-                continue;
-            };
-            if s.timer_gen != generation {
-                continue;
+            match self.sessions.get(&sid) {
+                Some(s) if s.timer_gen == generation => {}
+                _ => continue,
             }
-            if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
-                tracing::debug!(session = %sid, error = %e, "timeout input failed");
-            }
-            if s.offer_deadline.is_some_and(|d| d <= now) {
-                tracing::warn!(session = %sid, "no offer within 10 s of join: closing");
-                self.error_metric(&sid, "signaling");
-                self.close_session(now, &sid, "offer timeout");
-                continue;
-            }
-            if s.disconnected_since
-                .is_some_and(|t| t + super::session::DISCONNECTED_GRACE <= now)
-            {
-                tracing::info!(session = %sid, "ICE disconnected for too long: closing");
-                self.cfg
-                    .metrics
-                    .rtc_conn_states
-                    .get_or_create(&vec![("type", "failed".into())])
-                    .inc();
-                self.close_session(now, &sid, "ice failed");
-                continue;
-            }
-            match &s.signaling {
-                Signaling::ServerOffer { deadline, .. } if *deadline <= now => {
-                    self.offer_timed_out(now, &sid)
-                }
-                Signaling::ClientLocked { since } if *since + super::session::CLIENT_LOCK_TIMEOUT <= now => {
-                    tracing::warn!(session = %sid, "client held the signaling lock too long: released");
-                    s.signaling = Signaling::Stable;
-                    self.maybe_renegotiate(now, &sid);
-                }
-                _ => {}
-            }
-            self.mark_dirty(&sid);
+            self.contained(now, &sid, |sfu| sfu.session_timeout(now, &sid));
         }
         self.drain(now);
+    }
+
+    fn session_timeout(&mut self, now: Instant, sid: &SessionId) {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+            tracing::debug!(session = %sid, error = %e, "timeout input failed");
+        }
+        if s.offer_deadline.is_some_and(|d| d <= now) {
+            tracing::warn!(session = %sid, "no offer within 10 s of join: closing");
+            self.error_metric(sid, "signaling");
+            self.close_session(now, sid, "offer timeout");
+            return;
+        }
+        if s.disconnected_since
+            .is_some_and(|t| t + super::session::DISCONNECTED_GRACE <= now)
+        {
+            tracing::info!(session = %sid, "ICE disconnected for too long: closing");
+            self.cfg
+                .metrics
+                .rtc_conn_states
+                .get_or_create(&vec![("type", "failed".into())])
+                .inc();
+            self.close_session(now, sid, "ice failed");
+            return;
+        }
+        match &s.signaling {
+            Signaling::ServerOffer { deadline, .. } if *deadline <= now => self.offer_timed_out(now, sid),
+            Signaling::ClientLocked { since } if *since + super::session::CLIENT_LOCK_TIMEOUT <= now => {
+                tracing::warn!(session = %sid, "client held the signaling lock too long: released");
+                s.signaling = Signaling::Stable;
+                self.maybe_renegotiate(now, sid);
+            }
+            _ => {}
+        }
+        self.mark_dirty(sid);
     }
 
     fn mark_dirty(&mut self, sid: &SessionId) {
@@ -422,8 +507,15 @@ impl Sfu {
     fn drain(&mut self, now: Instant) {
         while let Some(sid) = self.dirty.pop() {
             self.dirty_set.remove(&sid);
-            let Some(s) = self.sessions.get_mut(&sid) else {
-                continue;
+            self.contained(now, &sid, |sfu| sfu.drain_one(now, &sid));
+        }
+    }
+
+    /// Polls one session until it waits for a timeout, then acts on its events.
+    fn drain_one(&mut self, now: Instant, sid: &SessionId) {
+        {
+            let Some(s) = self.sessions.get_mut(sid) else {
+                return;
             };
             let mut events = Vec::new();
             let mut failure = None;
@@ -457,14 +549,14 @@ impl Sfu {
                     }
                 }
             }
-            self.schedule(&sid);
+            self.schedule(sid);
             for e in events {
-                self.handle_event(now, &sid, e);
+                self.handle_event(now, sid, e);
             }
             if let Some(e) = failure {
                 tracing::warn!(session = %sid, error = %e, "peer failed");
-                self.error_metric(&sid, "rtp");
-                self.close_session(now, &sid, "peer error");
+                self.error_metric(sid, "rtp");
+                self.close_session(now, sid, "peer error");
             }
         }
     }
@@ -1003,18 +1095,25 @@ impl Sfu {
     }
 
     fn close_session(&mut self, now: Instant, sid: &SessionId, reason: &str) {
+        self.close_session_with(now, sid, reason, true);
+    }
+
+    /// Closes `sid`; with `flush`, its peer says goodbye first (not after a panic).
+    fn close_session_with(&mut self, now: Instant, sid: &SessionId, reason: &str, flush: bool) {
         let Some(mut s) = self.sessions.remove(sid) else {
             return;
         };
         tracing::debug!(session = %sid, reason, "closing session");
-        s.rtc.disconnect();
-        while let Ok(Output::Transmit(t)) = s.rtc.poll_output() {
-            self.out.push_back(SfuOutput::Transmit {
-                proto: t.proto,
-                source: t.source,
-                destination: t.destination,
-                data: t.contents.to_vec(),
-            });
+        if flush {
+            s.rtc.disconnect();
+            while let Ok(Output::Transmit(t)) = s.rtc.poll_output() {
+                self.out.push_back(SfuOutput::Transmit {
+                    proto: t.proto,
+                    source: t.source,
+                    destination: t.destination,
+                    data: t.contents.to_vec(),
+                });
+            }
         }
         let key = (s.cfg.group_id.clone(), s.cfg.call_id.clone());
         if let Some(ids) = self.calls.get_mut(&key) {
@@ -1069,6 +1168,14 @@ impl Sfu {
                 session_id: sid.0.clone(),
             },
         });
+        self.out.push_back(SfuOutput::SessionClosed {
+            session_id: sid.clone(),
+        });
+    }
+
+    /// Whether `sid` is a live session here.
+    pub fn has_session(&self, sid: &SessionId) -> bool {
+        self.sessions.contains_key(sid)
     }
 }
 

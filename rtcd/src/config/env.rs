@@ -81,6 +81,7 @@ pub const ENV_VARS: &[EnvVar] = &[
     var("RTCD_RTC_UDPSOCKETSCOUNT", "rtc.udp_sockets_count", Int),
     var("RTCD_RTC_NACKBUFFERSIZE", "rtc.nack_buffer_size", Int),
     var("RTCD_RTC_NACKDISABLECOPY", "rtc.nack_disable_copy", Bool),
+    var("RTCD_RTC_ENGINESHARDS", "rtc.engine_shards", Int),
     var("RTCD_STORE_DATASOURCE", "store.data_source", Str),
     var("RTCD_LOGGER_ENABLECONSOLE", "logger.enable_console", Bool),
     var("RTCD_LOGGER_CONSOLEJSON", "logger.console_json", Bool),

@@ -267,6 +267,9 @@ pub struct RtcConfig {
     pub nack_buffer_size: i64,
     /// Accepted for compatibility; this implementation always stores copies.
     pub nack_disable_copy: bool,
+    /// Media engine shards (threads), each owning whole calls: 0 = one per usable core
+    /// (CPU affinity and cgroup quota), at most 256. Not in rtcd.
+    pub engine_shards: i64,
 }
 
 impl Default for RtcConfig {
@@ -284,6 +287,7 @@ impl Default for RtcConfig {
             udp_sockets_count: default_udp_sockets_count(),
             nack_buffer_size: 256,
             nack_disable_copy: true,
+            engine_shards: 0,
         }
     }
 }

@@ -203,6 +203,14 @@ fn check_rtc(c: &mut Checker<'_>, rtc: &RtcConfig) {
             "must be greater than 0",
         );
     }
+    let max = i64::try_from(crate::shard::MAX_SHARDS).unwrap_or(i64::MAX);
+    if !(0..=max).contains(&rtc.engine_shards) {
+        c.fail(
+            "rtc.engine_shards",
+            rtc.engine_shards,
+            "must be from 0 (one shard per usable core) to 256",
+        );
+    }
     let n = rtc.nack_buffer_size;
     // 0 is what rtcd treats as "use the default".
     if n != 0 && !((32..=8192).contains(&n) && n & (n - 1) == 0) {

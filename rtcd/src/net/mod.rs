@@ -1,7 +1,8 @@
-//! The only module with media sockets: one UDP port for every peer, per local IP, as a
-//! `SO_REUSEPORT` group with one receive loop per core and 16 MiB buffers requested.
-//! Passive ICE-TCP on `ice_port_tcp` ([`tcp`]). Datagrams and TCP frames go to the engine
-//! over one bounded channel; sends never block (a full socket or queue drops, as UDP would).
+//! The only module that opens media sockets: one UDP port for every peer, per local IP, as a
+//! `SO_REUSEPORT` group with one socket per engine shard and 16 MiB buffers requested (each
+//! shard reads and sends on its own). Passive ICE-TCP on `ice_port_tcp` ([`tcp`]): frames go
+//! to the shard their STUN names. Sends never block (a full socket or queue drops, as UDP
+//! would).
 
 pub mod candidates;
 pub mod stun;
@@ -16,15 +17,13 @@ use std::{
 
 use anyhow::Context as _;
 use socket2::{Domain, Protocol as SockProto, Socket, Type};
-use tokio::{net::UdpSocket, sync::mpsc};
+use tokio::sync::mpsc;
 
 use self::candidates::{Binding, HostOverride};
 use crate::config::RtcConfig;
 
 /// Requested socket buffer size (the kernel caps it at `net.core.rmem_max`/`wmem_max`).
 pub const SOCKET_BUFFER: usize = 16 * 1024 * 1024;
-/// Largest datagram read.
-const MAX_DATAGRAM: usize = 2048;
 
 /// How a datagram travelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,11 +47,13 @@ pub struct Datagram {
     pub data: Vec<u8>,
 }
 
-/// The bound media sockets and the address translation between local and advertised.
+/// One shard's UDP sockets: one per local address, each in that address's reuseport group.
+#[derive(Debug, Default)]
+pub struct ShardSockets(pub Vec<(SocketAddr, std::net::UdpSocket)>);
+
+/// The address translation between local and advertised, and the ICE-TCP connections.
 #[derive(Debug, Clone)]
 pub struct MediaNet {
-    /// local address → one socket of its group, for sending.
-    senders: Arc<HashMap<SocketAddr, Arc<UdpSocket>>>,
     /// local → advertised.
     to_advertised: Arc<HashMap<SocketAddr, SocketAddr>>,
     /// advertised → local.
@@ -67,7 +68,6 @@ impl MediaNet {
     /// No sockets: for tests of the control plane.
     pub fn none() -> Self {
         Self {
-            senders: Arc::default(),
             to_advertised: Arc::default(),
             to_local: Arc::default(),
             tcp_to_advertised: Arc::default(),
@@ -109,13 +109,9 @@ impl MediaNet {
         self.to_advertised.get(&local).copied().unwrap_or(local)
     }
 
-    /// Sends from the socket behind `advertised`; drops when the socket buffer is full.
-    pub fn send(&self, advertised: SocketAddr, to: SocketAddr, data: &[u8]) -> bool {
-        let local = self.to_local.get(&advertised).copied().unwrap_or(advertised);
-        match self.senders.get(&local) {
-            Some(sock) => sock.try_send_to(data, to).is_ok(),
-            None => false,
-        }
+    /// The local socket address behind an advertised one.
+    pub fn local_for(&self, advertised: SocketAddr) -> SocketAddr {
+        self.to_local.get(&advertised).copied().unwrap_or(advertised)
     }
 }
 
@@ -143,20 +139,20 @@ pub async fn resolve_host_override(value: &str) -> anyhow::Result<HostOverride> 
     }
 }
 
-/// Binds `rtc.ice_port_udp` on every selected local IP (one socket per core each) and starts
-/// their receive loops, which feed `tx`.
+/// Binds `rtc.ice_port_udp` on every selected local IP, one socket per shard each (returned by
+/// shard), and starts the ICE-TCP listeners, whose frames go to `inboxes`.
 pub async fn bind(
     cfg: &RtcConfig,
-    tx: mpsc::Sender<Datagram>,
+    inboxes: Arc<[mpsc::Sender<Datagram>]>,
     metrics: Arc<crate::metrics::Metrics>,
-) -> anyhow::Result<MediaNet> {
+) -> anyhow::Result<(MediaNet, Vec<ShardSockets>)> {
+    let shards = inboxes.len().max(1);
     let port = u16::try_from(cfg.ice_port_udp).context("rtc.ice_port_udp")?;
     let interfaces = candidates::interface_ips(cfg.enable_ipv6);
     let locals = candidates::select_local_ips(&cfg.ice_address_udp, cfg.enable_ipv6, &interfaces);
     anyhow::ensure!(!locals.is_empty(), "rtc.ice_address_udp: no usable local address");
     let host = resolve_host_override(&cfg.ice_host_override).await?;
     let port_override = candidates::port_override(&cfg.ice_host_port_override.0, &locals);
-    let per_ip = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
 
     // With no override, ask the first STUN server for our public address, from the media
     // socket itself (before the rest of its group exists, so the answer comes back to it).
@@ -171,7 +167,7 @@ pub async fn bind(
         _ => Vec::new(),
     };
 
-    let mut senders = HashMap::new();
+    let mut sockets: Vec<ShardSockets> = (0..shards).map(|_| ShardSockets::default()).collect();
     let mut to_advertised = HashMap::new();
     let mut to_local = HashMap::new();
     let mut discovered: HashMap<IpAddr, IpAddr> = HashMap::new();
@@ -184,9 +180,15 @@ pub async fn bind(
         let addr = SocketAddr::new(local, port);
         let bind =
             || reuseport_socket(addr).with_context(|| format!("rtc.ice_port_udp: cannot bind UDP {addr}"));
-        let first = Arc::new(bind()?);
+        let mut first = bind()?;
         if let Some(server) = stun_server.iter().find(|a| a.is_ipv4() == local.is_ipv4()) {
-            match stun::discover(&first, *server).await {
+            let sock = tokio::net::UdpSocket::from_std(first)
+                .with_context(|| format!("rtc.ice_port_udp: cannot use UDP {addr}"))?;
+            let found = stun::discover(&sock, *server).await;
+            first = sock
+                .into_std()
+                .with_context(|| format!("rtc.ice_port_udp: cannot use UDP {addr}"))?;
+            match found {
                 Some(public) => {
                     tracing::info!(%local, %public, stun = %server, "public address discovered");
                     advertised = public;
@@ -204,12 +206,14 @@ pub async fn bind(
             port
         };
         let adv = SocketAddr::new(advertised, adv_port);
-        senders.insert(addr, first.clone());
-        tokio::spawn(receive_loop(first, addr, tx.clone()));
-        for _ in 1..per_ip {
-            tokio::spawn(receive_loop(Arc::new(bind()?), addr, tx.clone()));
+        let mut group = vec![first];
+        for _ in 1..shards {
+            group.push(bind()?);
         }
-        tracing::info!(local = %addr, advertised = %adv, sockets = per_ip, "rtc udp listening");
+        for (shard, sock) in group.into_iter().enumerate() {
+            sockets[shard].0.push((addr, sock));
+        }
+        tracing::info!(local = %addr, advertised = %adv, sockets = shards, "rtc udp listening");
         to_advertised.insert(addr, adv);
         to_local.entry(adv).or_insert(addr);
     }
@@ -232,7 +236,7 @@ pub async fn bind(
     for addr in listen {
         let listener =
             tcp_listener(addr).with_context(|| format!("rtc.ice_port_tcp: cannot listen on TCP {addr}"))?;
-        tokio::spawn(tcp::accept_loop(listener, conns.clone(), tx.clone()));
+        tokio::spawn(tcp::accept_loop(listener, conns.clone(), inboxes.clone()));
     }
     let tcp_port_override = candidates::port_override(&cfg.ice_host_port_override.0, &tcp_locals);
     let mut tcp_to_advertised = HashMap::new();
@@ -255,13 +259,13 @@ pub async fn bind(
         tracing::info!(local = %SocketAddr::new(local, tcp_port), advertised = %adv, "rtc ice-tcp listening");
         tcp_to_advertised.insert(SocketAddr::new(local, tcp_port), adv);
     }
-    Ok(MediaNet {
-        senders: Arc::new(senders),
+    let net = MediaNet {
         to_advertised: Arc::new(to_advertised),
         to_local: Arc::new(to_local),
         tcp_to_advertised: Arc::new(tcp_to_advertised),
         tcp: conns,
-    })
+    };
+    Ok((net, sockets))
 }
 
 fn tcp_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
@@ -276,7 +280,7 @@ fn tcp_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::from_std(sock.into())
 }
 
-fn reuseport_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProto::UDP))?;
     sock.set_reuse_address(true)?;
     sock.set_reuse_port(true)?;
@@ -288,29 +292,5 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
-    UdpSocket::from_std(sock.into())
-}
-
-async fn receive_loop(sock: Arc<UdpSocket>, local: SocketAddr, tx: mpsc::Sender<Datagram>) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        match sock.recv_from(&mut buf).await {
-            Ok((n, remote)) => {
-                let dg = Datagram {
-                    transport: Transport::Udp,
-                    local,
-                    remote,
-                    data: buf[..n].to_vec(),
-                };
-                // A full engine queue drops the datagram, as a full socket buffer would.
-                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(dg) {
-                    return;
-                }
-            }
-            Err(e) => {
-                tracing::debug!(%local, error = %e, "udp receive error");
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        }
-    }
+    Ok(sock.into())
 }

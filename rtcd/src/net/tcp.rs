@@ -21,7 +21,10 @@ use tokio::{
 };
 
 use super::{Datagram, Transport};
-use crate::metrics::Metrics;
+use crate::{
+    metrics::Metrics,
+    shard::{shard_of_ufrag, stun_local_ufrag},
+};
 
 /// A connection no session accepted within this long is closed.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,7 +105,11 @@ impl TcpConns {
 }
 
 /// Accepts ICE-TCP connections on `listener` until the runtime stops.
-pub async fn accept_loop(listener: TcpListener, conns: Arc<TcpConns>, tx: mpsc::Sender<Datagram>) {
+pub async fn accept_loop(
+    listener: TcpListener,
+    conns: Arc<TcpConns>,
+    inboxes: Arc<[mpsc::Sender<Datagram>]>,
+) {
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(s) => s,
@@ -120,7 +127,7 @@ pub async fn accept_loop(listener: TcpListener, conns: Arc<TcpConns>, tx: mpsc::
         let Ok(local) = stream.local_addr() else { continue };
         let _ = stream.set_nodelay(true);
         conns.unauthenticated.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(serve(stream, local, remote, conns.clone(), tx.clone()));
+        tokio::spawn(serve(stream, local, remote, conns.clone(), inboxes.clone()));
     }
 }
 
@@ -129,7 +136,7 @@ async fn serve(
     local: SocketAddr,
     remote: SocketAddr,
     conns: Arc<TcpConns>,
-    tx: mpsc::Sender<Datagram>,
+    inboxes: Arc<[mpsc::Sender<Datagram>]>,
 ) {
     let (read, mut write) = stream.into_split();
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(SEND_QUEUE);
@@ -153,6 +160,8 @@ async fn serve(
         let mut read = BufReader::with_capacity(4096, read);
         let started = tokio::time::Instant::now();
         let mut buf = vec![0u8; usize::from(u16::MAX)];
+        // The shard of the session this connection serves, as its STUN names it.
+        let mut shard = 0;
         loop {
             let limit = if authenticated.load(Ordering::SeqCst) {
                 tokio::time::Instant::now() + IDLE_TIMEOUT
@@ -180,14 +189,26 @@ async fn serve(
                 Ok(Err(_)) => return "truncated frame",
                 Err(_) => return "frame timeout",
             }
+            let frame = &buf[..n];
+            if let Some(s) = stun_local_ufrag(frame)
+                .and_then(shard_of_ufrag)
+                .filter(|s| *s < inboxes.len())
+            {
+                shard = s;
+            }
+            let Some(tx) = inboxes.get(shard) else {
+                return "engine stopped";
+            };
             let dg = Datagram {
                 transport: Transport::Tcp,
                 local,
                 remote,
-                data: buf[..n].to_vec(),
+                data: frame.to_vec(),
             };
-            if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(dg) {
-                return "engine stopped";
+            match tx.try_send(dg) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => conns.dropped("shard_queue_full"),
+                Err(mpsc::error::TrySendError::Closed(_)) => return "engine stopped",
             }
         }
     };

@@ -1,0 +1,375 @@
+//! One engine shard: a thread with a single-threaded runtime that owns a [`Sfu`], reads its own
+//! sockets on the media port (handing a datagram of another shard's session to that shard's
+//! inbox), takes its inbox, its commands and its timers, and sends from its own sockets.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::{net::UdpSocket, sync::mpsc};
+
+use super::{Command, SignalSink, health::Beat, placement::Placement};
+use crate::{
+    call::{Protocol, Sfu, SfuConfig, SfuOutput},
+    metrics::Metrics,
+    net::{Datagram, MediaNet, ShardSockets, Transport},
+    shard::{shard_of_ufrag, stun_local_ufrag},
+};
+
+/// Largest datagram read.
+const MAX_DATAGRAM: usize = 2048;
+/// Datagrams read from one socket or inbox before outputs are flushed.
+const BATCH: usize = 64;
+/// Learnt remote → shard routes kept per shard, at most (a STUN flood cannot grow it further).
+const MAX_ROUTES: usize = 1 << 16;
+/// A route unused this long is forgotten.
+const ROUTE_IDLE: Duration = Duration::from_secs(120);
+
+/// What a shard is built from.
+pub(super) struct ShardParts {
+    pub(super) index: usize,
+    pub(super) sfu: SfuConfig,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) net: MediaNet,
+    pub(super) sockets: ShardSockets,
+    pub(super) commands: mpsc::Receiver<Command>,
+    pub(super) inbox: mpsc::Receiver<Datagram>,
+    pub(super) inboxes: Arc<[mpsc::Sender<Datagram>]>,
+    pub(super) sink: Arc<dyn SignalSink>,
+    pub(super) placement: Arc<Placement>,
+    pub(super) beat: Arc<Beat>,
+}
+
+/// Counters this shard bumps per packet, created once.
+struct Counters {
+    no_session_udp: Counter,
+    no_session_tcp: Counter,
+    queue_full: Counter,
+    send_failed_udp: Counter,
+    send_failed_tcp: Counter,
+}
+
+impl Counters {
+    fn new(m: &Metrics) -> Self {
+        let dropped = |transport: &str, reason: &str| {
+            m.net_dropped
+                .get_or_create(&vec![("transport", transport.into()), ("reason", reason.into())])
+                .clone()
+        };
+        let failed = |transport: &str| {
+            m.net_send_failed
+                .get_or_create(&vec![("transport", transport.into())])
+                .clone()
+        };
+        Self {
+            no_session_udp: dropped("udp", "no_session"),
+            no_session_tcp: dropped("tcp", "no_session"),
+            queue_full: dropped("udp", "shard_queue_full"),
+            send_failed_udp: failed("udp"),
+            send_failed_tcp: failed("tcp"),
+        }
+    }
+}
+
+/// A learnt route: datagrams from this remote go to `shard`.
+struct Route {
+    shard: usize,
+    seen: Instant,
+}
+
+pub(super) struct Shard {
+    index: usize,
+    sfu: Sfu,
+    net: MediaNet,
+    std_sockets: ShardSockets,
+    commands: mpsc::Receiver<Command>,
+    inbox: mpsc::Receiver<Datagram>,
+    inboxes: Arc<[mpsc::Sender<Datagram>]>,
+    sink: Arc<dyn SignalSink>,
+    placement: Arc<Placement>,
+    beat: Arc<Beat>,
+    counters: Counters,
+    routes: HashMap<SocketAddr, Route>,
+    #[cfg(feature = "fault-injection")]
+    stall_user: Option<String>,
+}
+
+/// Marks the shard stopped however its thread ends (a panic outside any session included).
+struct StopOnDrop(Arc<Beat>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+impl Shard {
+    pub(super) fn new(p: ShardParts) -> Self {
+        Self {
+            index: p.index,
+            counters: Counters::new(&p.metrics),
+            sfu: Sfu::new(p.sfu),
+            net: p.net,
+            std_sockets: p.sockets,
+            commands: p.commands,
+            inbox: p.inbox,
+            inboxes: p.inboxes,
+            sink: p.sink,
+            placement: p.placement,
+            beat: p.beat,
+            routes: HashMap::new(),
+            #[cfg(feature = "fault-injection")]
+            stall_user: std::env::var("RTCD_FAULT_STALL_USER")
+                .ok()
+                .filter(|u| !u.is_empty()),
+        }
+    }
+
+    /// Runs on the calling thread until every command sender is gone.
+    pub(super) fn run(mut self) {
+        let _stop = StopOnDrop(self.beat.clone());
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(shard = self.index, error = %e, "cannot start the shard's runtime");
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let sockets = match self.register_sockets() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(shard = self.index, error = %e, "cannot register the shard's sockets");
+                    return;
+                }
+            };
+            self.event_loop(&sockets).await;
+        });
+    }
+
+    fn register_sockets(&mut self) -> std::io::Result<Vec<(SocketAddr, UdpSocket)>> {
+        std::mem::take(&mut self.std_sockets)
+            .0
+            .into_iter()
+            .map(|(local, s)| Ok((local, UdpSocket::from_std(s)?)))
+            .collect()
+    }
+
+    async fn event_loop(&mut self, sockets: &[(SocketAddr, UdpSocket)]) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut beat = tokio::time::interval(super::health::BEAT_EVERY);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut prune = tokio::time::interval(ROUTE_IDLE / 4);
+        loop {
+            self.beat.beat(Instant::now());
+            let deadline = self.sfu.next_deadline();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                cmd = self.commands.recv() => {
+                    let Some(cmd) = cmd else { return };
+                    self.command(cmd);
+                }
+                Some(dg) = self.inbox.recv() => {
+                    let now = Instant::now();
+                    self.receive(now, dg.transport, dg.local, dg.remote, &dg.data);
+                    for _ in 1..BATCH {
+                        let Ok(dg) = self.inbox.try_recv() else { break };
+                        self.receive(now, dg.transport, dg.local, dg.remote, &dg.data);
+                    }
+                }
+                i = readable(sockets) => {
+                    let (local, sock) = &sockets[i];
+                    let now = Instant::now();
+                    for _ in 0..BATCH {
+                        match sock.try_recv_from(&mut buf) {
+                            Ok((n, remote)) => self.udp_datagram(now, *local, remote, &buf[..n]),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(e) => {
+                                tracing::debug!(local = %local, error = %e, "udp receive error");
+                                break;
+                            }
+                        }
+                    }
+                }
+                () = sleep => self.sfu.handle_timeout(Instant::now()),
+                _ = beat.tick() => {}
+                _ = prune.tick() => self.prune_routes(Instant::now()),
+            }
+            self.flush(sockets);
+        }
+    }
+
+    /// A datagram read from this shard's socket: handled here or handed to its shard.
+    fn udp_datagram(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
+        let shard = self.route(now, remote, data);
+        if shard == self.index {
+            self.receive(now, Transport::Udp, local, remote, data);
+            return;
+        }
+        let Some(tx) = self.inboxes.get(shard) else {
+            return;
+        };
+        let dg = Datagram {
+            transport: Transport::Udp,
+            local,
+            remote,
+            data: data.to_vec(),
+        };
+        if tx.try_send(dg).is_err() {
+            self.counters.queue_full.inc();
+        }
+    }
+
+    /// The shard for a datagram from `remote`: a STUN request names it in its ufrag (and
+    /// teaches the route); anything else follows the route its STUN taught, or stays here
+    /// (where an unknown sender is dropped and counted).
+    fn route(&mut self, now: Instant, remote: SocketAddr, data: &[u8]) -> usize {
+        let n = self.inboxes.len();
+        if n <= 1 {
+            return self.index;
+        }
+        if let Some(shard) = stun_local_ufrag(data).and_then(shard_of_ufrag).filter(|s| *s < n) {
+            if let Some(r) = self.routes.get_mut(&remote) {
+                r.shard = shard;
+                r.seen = now;
+            } else if self.routes.len() < MAX_ROUTES {
+                self.routes.insert(remote, Route { shard, seen: now });
+            }
+            return shard;
+        }
+        match self.routes.get_mut(&remote) {
+            Some(r) => {
+                r.seen = now;
+                r.shard
+            }
+            None => self.index,
+        }
+    }
+
+    fn prune_routes(&mut self, now: Instant) {
+        self.routes.retain(|_, r| now.duration_since(r.seen) < ROUTE_IDLE);
+    }
+
+    fn receive(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        local: SocketAddr,
+        remote: SocketAddr,
+        data: &[u8],
+    ) {
+        let destination = self.net.advertised_on(transport, local);
+        let proto = match transport {
+            Transport::Udp => Protocol::Udp,
+            Transport::Tcp => Protocol::Tcp,
+        };
+        if self.sfu.handle_receive(now, proto, remote, destination, data) {
+            if proto == Protocol::Tcp {
+                self.net.tcp_conns().authenticated(remote);
+            }
+        } else if proto == Protocol::Tcp {
+            self.counters.no_session_tcp.inc();
+        } else {
+            self.counters.no_session_udp.inc();
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let now = Instant::now();
+        let result = match cmd {
+            Command::Join { cfg, guard } => {
+                #[cfg(feature = "fault-injection")]
+                if self.stall_user.as_deref() == Some(cfg.user_id.as_str()) {
+                    tracing::warn!(
+                        shard = self.index,
+                        "fault injection: RTCD_FAULT_STALL_USER stalls the shard for 6 s"
+                    );
+                    std::thread::sleep(Duration::from_secs(6));
+                }
+                let sid = cfg.session_id.clone();
+                let r = self
+                    .sfu
+                    .handle_join(now, cfg, guard)
+                    .map_err(|e| format!("join {sid}: {e}"));
+                if r.is_err() && !self.sfu.has_session(&sid) {
+                    self.placement.release(&sid);
+                }
+                r
+            }
+            Command::Leave { group, session } => self.sfu.handle_leave(now, &group, &session),
+            Command::Rtc { group, msg } => self.sfu.handle_rtc(now, &group, msg),
+            Command::Sessions { group, call, reply } => {
+                let _ = reply.send(self.sfu.sessions(&group, &call));
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "failed to handle message");
+        }
+    }
+
+    /// Acts on everything the core wants done.
+    fn flush(&mut self, sockets: &[(SocketAddr, UdpSocket)]) {
+        while let Some(out) = self.sfu.poll_output() {
+            match out {
+                SfuOutput::Transmit {
+                    proto: Protocol::Udp,
+                    source,
+                    destination,
+                    data,
+                } => {
+                    let local = self.net.local_for(source);
+                    let sent = sockets
+                        .iter()
+                        .find(|(l, _)| *l == local)
+                        .is_some_and(|(_, s)| s.try_send_to(&data, destination).is_ok());
+                    if !sent {
+                        self.counters.send_failed_udp.inc();
+                    }
+                }
+                SfuOutput::Transmit {
+                    proto: Protocol::Tcp,
+                    destination,
+                    data,
+                    ..
+                } => {
+                    if !self.net.tcp_conns().send(destination, &data) {
+                        self.counters.send_failed_tcp.inc();
+                    }
+                }
+                SfuOutput::Transmit { .. } => {}
+                SfuOutput::Signal {
+                    group_id,
+                    session_id,
+                    msg,
+                } => self.sink.deliver(&group_id, &session_id, msg),
+                SfuOutput::SessionClosed { session_id } => self.placement.release(&session_id),
+            }
+        }
+    }
+}
+
+/// The index of a socket that is readable (never resolves without sockets).
+async fn readable(sockets: &[(SocketAddr, UdpSocket)]) -> usize {
+    match sockets {
+        [] => std::future::pending().await,
+        [(_, s)] => {
+            let _ = s.readable().await;
+            0
+        }
+        _ => {
+            let (_, i, _) =
+                futures_util::future::select_all(sockets.iter().map(|(_, s)| Box::pin(s.readable()))).await;
+            i
+        }
+    }
+}
