@@ -3,8 +3,10 @@ package compat
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -308,6 +310,23 @@ func TestCall(t *testing.T) {
 			}
 		})
 	}
+
+	// Mattermost's Calls dashboard plots rtcd_rtc_rtp_tracks_writes_time by type: both
+	// servers observe every forwarded voice packet's write.
+	step(t, "tracks_writes_time", h, func(t *testing.T) {
+		_, _, body := env.rawRequest(t, http.MethodGet, "/metrics", nil, "", "")
+		prefix := fmt.Sprintf(`rtcd_rtc_rtp_tracks_writes_time_count{groupID="%s",type="voice"} `, h.clientID)
+		var count float64
+		for _, line := range strings.Split(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, prefix); ok {
+				count, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+			}
+		}
+		if count < 50 {
+			t.Fatalf("%s... = %v, want the voice writes of this call (>= 50)", prefix, count)
+		}
+		t.Logf("voice track writes observed: %v", count)
+	})
 
 	step(t, "mute_A", h, func(t *testing.T) {
 		if err := h.sendRTC(rtc.Message{SessionID: a.sessionID, Type: rtc.MuteMessage}); err != nil {

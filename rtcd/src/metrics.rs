@@ -2,12 +2,21 @@
 //! (`service/perf/metrics.go`), so dashboards built for rtcd keep working, plus
 //! `rtcd_build_info` and `rtcd_process_*` read from `/proc` at scrape time.
 
-use std::fmt;
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric},
+    encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet},
     metrics::{
+        MetricType,
         counter::{ConstCounter, Counter},
         family::Family,
         gauge::{ConstGauge, Gauge},
@@ -47,8 +56,9 @@ pub struct Metrics {
     registry: Registry,
     /// `rtcd_rtc_rtp_tracks_total{groupID,direction,type}` (gauge).
     pub rtp_tracks: Family<Labels, Gauge>,
-    /// `rtcd_rtc_rtp_tracks_writes_time{groupID,type}`.
-    pub rtp_track_writes: Hist,
+    /// `rtcd_rtc_rtp_tracks_writes_time{groupID,type}`: observed per forwarded packet write
+    /// from the engine shards without a lock (see [`TrackWrites`]).
+    pub rtp_track_writes: Arc<TrackWrites>,
     /// `rtcd_rtc_sessions_total{groupID}` (gauge).
     pub rtc_sessions: Family<Labels, Gauge>,
     /// `rtcd_rtc_conn_states_total{type}`.
@@ -106,7 +116,7 @@ impl Metrics {
         let m = Self {
             registry: Registry::default(),
             rtp_tracks: Family::default(),
-            rtp_track_writes: hist(latency_histogram),
+            rtp_track_writes: Arc::default(),
             rtc_sessions: Family::default(),
             rtc_conn_states: Family::default(),
             rtc_errors: Family::default(),
@@ -133,11 +143,7 @@ impl Metrics {
             "Total number of active RTP tracks",
             m.rtp_tracks.clone(),
         );
-        r.register(
-            "rtc_rtp_tracks_writes_time",
-            "Time taken to write to RTP tracks",
-            m.rtp_track_writes.clone(),
-        );
+        r.register_collector(Box::new(TrackWritesFamily(m.rtp_track_writes.clone())));
         r.register(
             "rtc_sessions_total",
             "Total number of active RTC sessions",
@@ -413,6 +419,102 @@ impl Collector for ProcessCollector {
     }
 }
 
+/// One writer's share of `rtcd_rtc_rtp_tracks_writes_time` for one label set: plain atomics,
+/// bumped by a single engine shard (so never contended), summed with the other shards' at
+/// scrape time.
+#[derive(Debug, Default)]
+pub struct WriteTimer {
+    /// Per bucket of [`LATENCY_BUCKETS`], then +Inf (not cumulative).
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+impl WriteTimer {
+    /// Records one write that took `d`.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        if let Some(b) = self.buckets.get(i) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// `rtcd_rtc_rtp_tracks_writes_time`, kept as one [`WriteTimer`] per (shard, label set): a
+/// shard asks for its handle when an out-track is negotiated (never per packet) and observes
+/// on it with no lock; the scrape merges the shards.
+#[derive(Debug, Default)]
+pub struct TrackWrites {
+    handles: Mutex<HashMap<(usize, Labels), Arc<WriteTimer>>>,
+}
+
+impl TrackWrites {
+    /// The handle of `shard` for `labels` (`groupID`, `type`).
+    pub fn handle(&self, shard: usize, labels: Labels) -> Arc<WriteTimer> {
+        self.handles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((shard, labels))
+            .or_default()
+            .clone()
+    }
+
+    /// Every label set with its summed (sum in seconds, count, per-bucket counts).
+    fn merged(&self) -> BTreeMap<Labels, (f64, u64, Vec<u64>)> {
+        let handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out: BTreeMap<Labels, (f64, u64, Vec<u64>)> = BTreeMap::new();
+        for ((_, labels), h) in handles.iter() {
+            let e = out
+                .entry(labels.clone())
+                .or_insert_with(|| (0.0, 0, vec![0; LATENCY_BUCKETS.len() + 1]));
+            e.0 += Duration::from_nanos(h.sum_ns.load(Ordering::Relaxed)).as_secs_f64();
+            e.1 += h.count.load(Ordering::Relaxed);
+            for (acc, b) in e.2.iter_mut().zip(&h.buckets) {
+                *acc += b.load(Ordering::Relaxed);
+            }
+        }
+        out
+    }
+}
+
+/// Encodes [`TrackWrites`] as rtcd's histogram family (absent until it has a series, as in
+/// client_golang).
+#[derive(Debug)]
+struct TrackWritesFamily(Arc<TrackWrites>);
+
+impl Collector for TrackWritesFamily {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
+        let merged = self.0.merged();
+        if merged.is_empty() {
+            return Ok(());
+        }
+        let mut family = encoder.encode_descriptor(
+            "rtc_rtp_tracks_writes_time",
+            "Time taken to write to RTP tracks",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (labels, (sum, count, counts)) in &merged {
+            let bounds = LATENCY_BUCKETS
+                .iter()
+                .copied()
+                .chain(std::iter::once(f64::INFINITY));
+            let buckets: Vec<(f64, u64)> = bounds.zip(counts.iter().copied()).collect();
+            family
+                .encode_family(labels)?
+                .encode_histogram::<NoLabelSet>(*sum, *count, &buckets, None)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,5 +527,47 @@ mod tests {
         assert!(s.open_fds >= 3);
         assert!(s.max_fds >= s.open_fds);
         assert!(s.start_time_seconds > 1.6e9, "{}", s.start_time_seconds);
+    }
+
+    #[test]
+    fn write_times_from_two_shards_merge_into_one_series() {
+        let m = Metrics::new();
+        let labels = || vec![("groupID", "g".to_string()), ("type", "voice".to_string())];
+        let a = m.rtp_track_writes.handle(0, labels());
+        let b = m.rtp_track_writes.handle(1, labels());
+        assert!(
+            Arc::ptr_eq(&a, &m.rtp_track_writes.handle(0, labels())),
+            "one handle per shard"
+        );
+        a.observe(Duration::from_micros(3)); // ≤ 0.001
+        b.observe(Duration::from_millis(6)); // ≤ 0.0075
+        b.observe(Duration::from_secs(2)); // +Inf
+        let text = m.encode().unwrap();
+        for line in [
+            r#"rtcd_rtc_rtp_tracks_writes_time_count{groupID="g",type="voice"} 3"#,
+            r#"rtcd_rtc_rtp_tracks_writes_time_bucket{le="0.001",groupID="g",type="voice"} 1"#,
+            r#"rtcd_rtc_rtp_tracks_writes_time_bucket{le="0.0075",groupID="g",type="voice"} 2"#,
+            r#"rtcd_rtc_rtp_tracks_writes_time_bucket{le="1.0",groupID="g",type="voice"} 2"#,
+            r#"rtcd_rtc_rtp_tracks_writes_time_bucket{le="+Inf",groupID="g",type="voice"} 3"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        let sum: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"rtcd_rtc_rtp_tracks_writes_time_sum{groupID="g",type="voice"} "#))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((sum - 2.006003).abs() < 1e-9, "{sum}");
+    }
+
+    #[test]
+    fn no_write_time_series_until_a_write() {
+        assert!(
+            !Metrics::new()
+                .encode()
+                .unwrap()
+                .contains("rtc_rtp_tracks_writes_time")
+        );
     }
 }

@@ -61,6 +61,7 @@ pub async fn build_state(
         metrics: metrics.clone(),
         shard: 0,
         faults: Faults::from_env(),
+        clock: std::time::Instant::now,
     };
     let engine = engine::start(EngineParts {
         metrics: metrics.clone(),

@@ -117,8 +117,8 @@ async fn metrics_exports_rtcds_families_with_its_names_and_labels() {
         ])
         .inc();
     m.rtp_track_writes
-        .get_or_create(&vec![g(), ("type", "voice".into())])
-        .observe(0.002);
+        .handle(0, vec![g(), ("type", "voice".into())])
+        .observe(std::time::Duration::from_millis(2));
     m.rtc_sessions.get_or_create(&vec![g()]).inc();
     m.rtc_conn_states
         .get_or_create(&vec![("type", "connected".into())])

@@ -60,6 +60,15 @@ impl TrackKind {
         }
     }
 
+    /// rtcd's `type` label of `rtcd_rtc_rtp_tracks_writes_time` (a camera is `screen` too).
+    pub(crate) fn write_label(self) -> &'static str {
+        match self {
+            Self::Voice => "voice",
+            Self::ScreenAudio => "screen-audio",
+            Self::Screen | Self::Video => "screen",
+        }
+    }
+
     pub(crate) fn is_video(self) -> bool {
         matches!(self, Self::Screen | Self::Video)
     }
@@ -124,6 +133,8 @@ pub(crate) struct OutTrack {
     /// After a congestion down-switch: the new layer is sent only from this time on, so the
     /// bottleneck queue drains and its keyframe is not lost.
     pub(crate) switch_not_before: Option<Instant>,
+    /// This shard's `rtcd_rtc_rtp_tracks_writes_time` handle for the track, once negotiated.
+    pub(crate) writes: Option<std::sync::Arc<crate::metrics::WriteTimer>>,
 }
 
 /// rtcd's track `type` label for a codec.
@@ -160,6 +171,7 @@ impl OutTrack {
             },
             vp8: PictureIdRewrite::default(),
             switch_not_before: None,
+            writes: None,
         }
     }
 }

@@ -56,6 +56,9 @@ pub struct SfuConfig {
     pub shard: usize,
     /// Faults to inject (only with the `fault-injection` feature; empty otherwise).
     pub faults: Faults,
+    /// Reads the time a forwarded packet's write takes (`rtcd_rtc_rtp_tracks_writes_time`);
+    /// the core's logic never reads it, it runs on the `now` it is given.
+    pub clock: fn() -> Instant,
 }
 
 /// Test-only faults, read from the environment by builds with the `fault-injection` feature
@@ -803,6 +806,7 @@ impl Sfu {
 
     fn client_answer(&mut self, now: Instant, sid: &SessionId, sdp: &str) -> Result<(), String> {
         let metrics = self.cfg.metrics.clone();
+        let shard = self.cfg.shard;
         let Some(s) = self.sessions.get_mut(sid) else {
             return Ok(());
         };
@@ -867,6 +871,10 @@ impl Sfu {
                 .unwrap_or_default();
             let ok = |pt: Option<Pt>| pt.filter(|p| accepted.is_empty() || accepted.contains(p));
             t.active = true;
+            t.writes = Some(metrics.rtp_track_writes.handle(
+                shard,
+                vec![("groupID", group.clone()), ("type", key.1.write_label().into())],
+            ));
             t.pt = opus.unwrap_or_else(|| Pt::from(111));
             t.pt_vp8 = ok(vp8);
             t.pt_av1 = ok(av1);

@@ -139,7 +139,7 @@ fn forwarded(p: RtpPacket) -> Fwd {
 
 /// Writes one forwarded video packet to a viewer's out-track, renumbered into its stream; false
 /// when the track cannot take it (codec not negotiated, packet older than the stream's start).
-fn write_video(rtc: &mut Rtc, t: &mut OutTrack, codec: VideoCodec, p: &Fwd) -> bool {
+fn write_video(rtc: &mut Rtc, t: &mut OutTrack, codec: VideoCodec, p: &Fwd, clock: fn() -> Instant) -> bool {
     let pt = match codec {
         VideoCodec::Vp8 => t.pt_vp8,
         VideoCodec::Av1 => t.pt_av1,
@@ -170,7 +170,11 @@ fn write_video(rtc: &mut Rtc, t: &mut OutTrack, codec: VideoCodec, p: &Fwd) -> b
     if let Some(patch) = patch {
         write = write.vp8_patch(patch);
     }
+    let start = clock();
     tx.write_rtp(write);
+    if let Some(w) = &t.writes {
+        w.observe(clock().saturating_duration_since(start));
+    }
     true
 }
 
@@ -489,11 +493,15 @@ impl Sfu {
             let Some(tx) = api.stream_tx_by_mid(out_mid, None) else {
                 continue;
             };
+            let start = (self.cfg.clock)();
             tx.write_rtp(
                 RtpWrite::new(pt, seq.into(), ts, p.timestamp, p.payload.clone())
                     .marker(p.header.marker)
                     .ext_vals(ext.clone()),
             );
+            if let Some(w) = &t.writes {
+                w.observe((self.cfg.clock)().saturating_duration_since(start));
+            }
             self.mark_dirty(&peer);
         }
     }
@@ -559,7 +567,7 @@ impl Sfu {
                     wanted = true;
                 }
             }
-            if t.current == Some(sel) && write_video(&mut ps.rtc, t, codec, &p) {
+            if t.current == Some(sel) && write_video(&mut ps.rtc, t, codec, &p, self.cfg.clock) {
                 if keyframe {
                     ps.keyframe_out_at = Some(now);
                 }
