@@ -31,6 +31,7 @@ pub mod net;
 pub mod protocol;
 pub mod server;
 pub mod shard;
+pub mod sim;
 pub mod system;
 pub mod telemetry;
 pub mod tls;

@@ -1,0 +1,267 @@
+//! The call core in memory (`rtcd::sim`): real str0m client peers and the `Sfu` on a simulated
+//! clock. Signaling, the data channel lock, the offer and answer timeouts, leaving, and a panic
+//! in one session, each in milliseconds of wall clock.
+#![allow(clippy::unwrap_used)] // test crate: a failed unwrap is a failed test
+
+use std::time::Duration;
+
+use rtcd::{
+    call::Faults,
+    protocol::dc::DcMessage,
+    sim::{Behaviour, Sim},
+};
+
+const TALK: Behaviour = Behaviour {
+    talking: true,
+    offers: true,
+    ignores_offers: false,
+};
+
+fn metric(sim: &Sim, series: &str) -> u64 {
+    let text = sim.metrics.encode().unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0, |v| v as u64)
+}
+
+/// Everyone in `members` heard every other member at least `min` times since `before`.
+fn heard_each_other(sim: &Sim, members: &[usize], before: &[u64], min: u64) {
+    for &i in members {
+        for &j in members.iter().filter(|j| **j != i) {
+            let tag = sim.clients[j].tag;
+            let now = sim.clients[i].received.get(&tag).copied().unwrap_or(0);
+            let was = before.get(i * 256 + usize::from(tag)).copied().unwrap_or(0);
+            assert!(
+                now - was >= min,
+                "client {i} heard client {j} only {} times (want {min}): {:?}",
+                now - was,
+                sim.clients[i].received
+            );
+        }
+    }
+}
+
+fn snapshot(sim: &Sim) -> Vec<u64> {
+    let mut v = vec![0; sim.clients.len() * 256];
+    for (i, c) in sim.clients.iter().enumerate() {
+        for (tag, n) in &c.received {
+            v[i * 256 + usize::from(*tag)] = *n;
+        }
+    }
+    v
+}
+
+/// Joins `n` talkers to `call`, `gap` apart.
+fn join_all(sim: &mut Sim, call: &str, n: usize, gap: Duration) -> Vec<usize> {
+    (0..n)
+        .map(|i| {
+            let c = sim.join(call, &format!("{call}-u{i}"), TALK).unwrap();
+            sim.run_for(gap).unwrap();
+            c
+        })
+        .collect()
+}
+
+#[test]
+fn join_offer_answer_media_and_no_packet_crosses_calls() {
+    let mut sim = Sim::new(Faults::default());
+    // 20 ms apart: joined at the very same instant, a str0m client in RTP mode receives only
+    // one of two tracks added by one server offer, though the server writes both (see
+    // docs/ARCHITECTURE.md, "The core in memory").
+    let a = join_all(&mut sim, "call-a", 3, Duration::from_millis(20));
+    let b = join_all(&mut sim, "call-b", 2, Duration::from_millis(20));
+    sim.run_for(Duration::from_secs(3)).unwrap();
+    for &i in a.iter().chain(&b) {
+        assert!(sim.clients[i].connected, "client {i} never connected");
+        assert!(!sim.clients[i].closed);
+    }
+    // 3 s of 20 ms packets, less the set-up.
+    heard_each_other(&sim, &a, &[], 100);
+    heard_each_other(&sim, &b, &[], 100);
+    for (members, others) in [(&a, &b), (&b, &a)] {
+        for &i in members {
+            let c = &sim.clients[i];
+            assert_eq!(
+                c.received.get(&c.tag),
+                None,
+                "client {i} got its own packets back"
+            );
+            for &o in others {
+                assert_eq!(
+                    c.received.get(&sim.clients[o].tag),
+                    None,
+                    "client {i} heard client {o} of another call"
+                );
+            }
+        }
+    }
+    assert_eq!(metric(&sim, r#"rtcd_rtc_sessions_total{groupID="sim-group"}"#), 5);
+    // Each joiner after the first gets one server offer per publisher already there (batched).
+    assert!(sim.clients[a[2]].server_offers >= 1);
+}
+
+#[test]
+fn a_session_without_an_offer_is_closed_after_10_seconds() {
+    let mut sim = Sim::new(Faults::default());
+    let silent = Behaviour {
+        offers: false,
+        ..TALK
+    };
+    let i = sim.join("call", "u", silent).unwrap();
+    sim.run_for(Duration::from_millis(9_900)).unwrap();
+    assert!(!sim.clients[i].closed, "closed before 10 s");
+    sim.run_for(Duration::from_millis(200)).unwrap();
+    assert!(sim.clients[i].closed, "not closed 10.1 s after the join");
+    assert_eq!(
+        metric(
+            &sim,
+            r#"rtcd_rtc_errors_total{groupID="sim-group",type="signaling"}"#
+        ),
+        1
+    );
+    assert_eq!(sim.sfu.session_count(), 0);
+}
+
+#[test]
+fn an_unanswered_server_offer_is_offered_again_then_the_session_closed() {
+    let mut sim = Sim::new(Faults::default());
+    let deaf = Behaviour {
+        talking: false,
+        ignores_offers: true,
+        ..TALK
+    };
+    let a = sim.join("call", "ua", deaf).unwrap();
+    sim.run_for(Duration::from_secs(1)).unwrap();
+    let b = sim.join("call", "ub", TALK).unwrap();
+    sim.run_for(Duration::from_secs(2)).unwrap();
+    assert_eq!(sim.clients[a].server_offers, 1, "B's voice is offered to A");
+    // 10 s without an answer: offered again (a fresh offer), and counted.
+    sim.run_for(Duration::from_secs(9)).unwrap();
+    assert_eq!(sim.clients[a].server_offers, 2);
+    assert_eq!(
+        metric(
+            &sim,
+            r#"rtcd_rtc_errors_total{groupID="sim-group",type="signaling_lock_timeout"}"#
+        ),
+        1
+    );
+    // Three unanswered offers close the session; B is not affected.
+    sim.run_for(Duration::from_secs(21)).unwrap();
+    assert!(sim.clients[a].closed, "A still open after 3 unanswered offers");
+    assert!(!sim.clients[b].closed);
+    assert_eq!(sim.sfu.session_count(), 1);
+}
+
+#[test]
+fn a_late_answer_brings_the_media() {
+    let mut sim = Sim::new(Faults::default());
+    let slow = Behaviour {
+        talking: false,
+        ignores_offers: true,
+        ..TALK
+    };
+    let a = sim.join("call", "ua", slow).unwrap();
+    sim.run_for(Duration::from_secs(1)).unwrap();
+    let b = sim.join("call", "ub", TALK).unwrap();
+    sim.run_for(Duration::from_secs(2)).unwrap();
+    assert_eq!(sim.clients[a].received_total(), 0);
+    sim.answer_held(a).unwrap();
+    sim.run_for(Duration::from_secs(1)).unwrap();
+    let tag = sim.clients[b].tag;
+    assert!(sim.clients[a].received.get(&tag).copied().unwrap_or(0) > 20);
+}
+
+#[test]
+fn the_data_channel_lock_holds_server_offers_until_unlock_and_refuses_glare() {
+    let mut sim = Sim::new(Faults::default());
+    let a = sim
+        .join(
+            "call",
+            "ua",
+            Behaviour {
+                talking: false,
+                ..TALK
+            },
+        )
+        .unwrap();
+    sim.run_for(Duration::from_secs(1)).unwrap();
+    sim.client_dc(a, &DcMessage::Lock(None)).unwrap();
+    sim.run_for(Duration::from_millis(50)).unwrap();
+    assert!(sim.clients[a].dc_messages.contains(&DcMessage::Lock(Some(true))));
+    // B publishes while A holds the lock: no offer for A until it unlocks.
+    let b = sim.join("call", "ub", TALK).unwrap();
+    sim.run_for(Duration::from_secs(2)).unwrap();
+    assert_eq!(
+        sim.clients[a].server_offers, 0,
+        "offered while the client held the lock"
+    );
+    sim.client_dc(a, &DcMessage::Unlock).unwrap();
+    sim.run_for(Duration::from_secs(1)).unwrap();
+    assert_eq!(sim.clients[a].server_offers, 1);
+    let tag = sim.clients[b].tag;
+    assert!(sim.clients[a].received.get(&tag).copied().unwrap_or(0) > 20);
+
+    // Glare: with a server offer outstanding, the client's Lock is refused.
+    let slow = Behaviour {
+        talking: false,
+        ignores_offers: true,
+        ..TALK
+    };
+    let c = sim.join("call", "uc", slow).unwrap();
+    sim.run_for(Duration::from_secs(1)).unwrap();
+    assert_eq!(sim.clients[c].server_offers, 1);
+    sim.client_dc(c, &DcMessage::Lock(None)).unwrap();
+    sim.run_for(Duration::from_millis(50)).unwrap();
+    assert!(
+        sim.clients[c].dc_messages.contains(&DcMessage::Lock(Some(false))),
+        "{:?}",
+        sim.clients[c].dc_messages
+    );
+}
+
+#[test]
+fn a_leaver_is_renegotiated_away_and_the_others_go_on() {
+    let mut sim = Sim::new(Faults::default());
+    let ids = join_all(&mut sim, "call", 3, Duration::from_millis(20));
+    sim.run_for(Duration::from_secs(2)).unwrap();
+    let offers_before = sim.clients[ids[0]].server_offers;
+    sim.leave(ids[1]).unwrap();
+    assert!(sim.clients[ids[1]].closed, "no close for the leaver");
+    let before = snapshot(&sim);
+    sim.run_for(Duration::from_secs(2)).unwrap();
+    assert!(
+        sim.clients[ids[0]].server_offers > offers_before,
+        "the track was not removed"
+    );
+    heard_each_other(&sim, &[ids[0], ids[2]], &before, 80);
+    assert_eq!(metric(&sim, r#"rtcd_rtc_sessions_total{groupID="sim-group"}"#), 2);
+}
+
+/// Needs the `fault-injection` feature (on in `make test`).
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_panic_in_one_session_drops_only_that_session() {
+    let mut sim = Sim::new(Faults {
+        panic_user: Some("boom".into()),
+    });
+    let a = sim.join("call", "ua", TALK).unwrap();
+    let b = sim.join("call", "ub", TALK).unwrap();
+    sim.run_for(Duration::from_secs(1)).unwrap();
+    let c = sim.join("call", "boom", TALK).unwrap();
+    sim.run_for(Duration::from_secs(1)).unwrap();
+    assert!(sim.clients[c].closed, "the panicking session was not closed");
+    assert_eq!(
+        metric(&sim, r#"rtcd_rtc_errors_total{groupID="sim-group",type="panic"}"#),
+        1
+    );
+    let before = snapshot(&sim);
+    sim.run_for(Duration::from_secs(2)).unwrap();
+    heard_each_other(&sim, &[a, b], &before, 80);
+    assert_eq!(sim.sfu.session_count(), 2);
+}
