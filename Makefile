@@ -58,6 +58,7 @@ test-loadtest: deps ## A few-second smoke run of rtcd-loadtest against our rtcd 
 	scripts/loadtest-smoke.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-loadtest.log
 
 # make bench [BENCH_ARGS="--workloads w2,w4 --runs 3 --window 10"] [FLAMEGRAPH=w2]
+# (bench/bench.py --scaling gives the server every core; cargo bench -p rtcd --bench engine_throughput)
 bench: deps ## Side-by-side benchmark against the real rtcd v1.2.6; writes docs/benchmarks/
 	@# Separate builds: together, cargo would unify the generator's dependency features into the
 	@# measured rtcd; alone, it is exactly what `make build` ships.
@@ -68,6 +69,10 @@ bench: deps ## Side-by-side benchmark against the real rtcd v1.2.6; writes docs/
 	RTCD_BIN=$(CARGO_TARGET_DIR)/release/rtcd RTCD_REF_BIN=$$ref LOADTEST_BIN=$(CARGO_TARGET_DIR)/release/rtcd-loadtest \
 	  BENCH_COMMAND="make bench BENCH_ARGS='$(BENCH_ARGS)' FLAMEGRAPH='$(FLAMEGRAPH)'" PATH="$$PATH" \
 	  unshare -n python3 bench/bench.py $(BENCH_ARGS) $$fg
+	@# The server on every core (engine shards), CPU per thread; then the in-memory engine, 1 vs 2 shards.
+	RTCD_BIN=$(CARGO_TARGET_DIR)/release/rtcd RTCD_REF_BIN=$$(e2e/compat/build-ref.sh) LOADTEST_BIN=$(CARGO_TARGET_DIR)/release/rtcd-loadtest \
+	  BENCH_COMMAND="make bench (scaling)" unshare -n python3 bench/bench.py --workloads w2 --scaling
+	$(CARGO) bench --locked -p rtcd --bench engine_throughput
 
 test-compat: deps ## The Go service.Client suite against the real rtcd and ours (netns)
 	scripts/compat.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-compat.log

@@ -93,6 +93,12 @@ class Env:
         n = os.cpu_count() or 1
         self.server_cpu = "0"
         self.gen_cpu = "1" if n > 1 else "0"
+        self.gomaxprocs = "1"
+        if args.scaling:
+            # Every core for the server (rtcd-rs: one engine shard per core; rtcd: GOMAXPROCS),
+            # shared with the generator.
+            self.server_cpu = self.gen_cpu = f"0-{n - 1}"
+            self.gomaxprocs = str(n)
         if n < 2:
             log("bench: one CPU only: server and generator share it; figures are not comparable")
         self.work = tempfile.mkdtemp(prefix="rtcd-bench-")
@@ -108,7 +114,7 @@ class Env:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/root"),
-            "GOMAXPROCS": "1",
+            "GOMAXPROCS": self.gomaxprocs,
             "RTCD_API_HTTP_LISTENADDRESS": f"127.0.0.1:{http}",
             "RTCD_API_SECURITY_ALLOWSELFREGISTRATION": "true",
             "RTCD_RTC_ICEPORTUDP": str(ice),
@@ -142,9 +148,11 @@ class Env:
                "--url", f"http://127.0.0.1:{http}", "--server-pid", str(proc.pid),
                "--duration", str(self.args.window), "--warmup", "2", "--ramp", "100",
                "--json", out] + argsf(value)
+        threads = None
         try:
             r = subprocess.run(cmd, capture_output=True, text=True,
                                timeout=self.args.window + 180)
+            threads = thread_cpu(proc.pid)
         finally:
             if perf:
                 perf.send_signal(signal.SIGINT)
@@ -157,7 +165,62 @@ class Env:
             log(f"bench: loadtest failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
             return None
         with open(out) as f:
-            return json.load(f)
+            rep = json.load(f)
+        rep["server_threads"] = threads
+        return rep
+
+
+def thread_cpu(pid):
+    """CPU seconds (user + system) of each thread of `pid`, summed by thread name, from
+    /proc/<pid>/task/*/stat (USER_HZ = 100)."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1: stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        secs = (int(fields[11]) + int(fields[12])) / 100.0
+        out[name] = round(out.get(name, 0.0) + secs, 2)
+    return out
+
+
+def scaling(env, wl, value, args):
+    """One step of `wl` on both servers with every core: the server's CPU per thread."""
+    rows = {}
+    for which in ("rtcd-rs", "rtcd"):
+        log(f"bench: scaling {wl} {WORKLOADS[wl][2]}={value} on {which} (cores {env.server_cpu})")
+        rep = env.run_once(which, wl, value)
+        if not rep:
+            rows[which] = {"error": "run failed"}
+            continue
+        rows[which] = {"median": metrics(rep), "threads": rep.get("server_threads") or {}}
+    return {"id": wl, "value": value, "unit": WORKLOADS[wl][2], "servers": rows}
+
+
+def render_scaling(sc, meta):
+    lines = [f"# Scaling: {sc['id']} at {sc['unit']}={sc['value']}, every core for the server",
+             "", f"{meta['date']}, commit {meta['commit']}, {meta['cpu']} ({meta['cpus']} CPUs), "
+             f"cores {meta['server_cpu']} shared with the generator, window {meta['window']} s.", "",
+             f"Command: `{meta['command']}`", ""]
+    for which, row in sc["servers"].items():
+        if "error" in row:
+            lines.append(f"- {which}: {row['error']}")
+            continue
+        m = row["median"]
+        lines.append(f"## {which}: {m['forwarded_pps']:.0f} pkt/s forwarded, server CPU {m['cpu_pct'] or 0:.1f} % "
+                     f"(of one core), audio loss {m['audio_loss_pct']:.3f} %, p99 {m['audio_p99_ms']} ms")
+        lines += ["", "| thread | CPU s |", "|---|---:|"]
+        for name, secs in sorted(row["threads"].items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {name} | {secs:.2f} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
 
 
 def metrics(rep):
@@ -397,6 +460,9 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "benchmarks"))
     ap.add_argument("--flamegraph", default="", help="workload to profile rtcd-rs on (perf)")
     ap.add_argument("--flamegraph-step", type=int, default=None)
+    ap.add_argument("--scaling", action="store_true",
+                    help="give the server every core and report its CPU per thread (one step)")
+    ap.add_argument("--scaling-step", type=int, default=None)
     args = ap.parse_args()
     for k in ("RTCD_BIN", "RTCD_REF_BIN", "LOADTEST_BIN"):
         if not os.environ.get(k) or not os.access(os.environ[k], os.X_OK):
@@ -429,6 +495,22 @@ def main():
         "command": os.environ.get("BENCH_COMMAND", "bench/bench.py " + " ".join(sys.argv[1:])),
     }
     results = []
+    if args.scaling:
+        wl = wls[0]
+        value = args.scaling_step or WORKLOADS[wl][3][min(3, len(WORKLOADS[wl][3]) - 1)]
+        try:
+            sc = scaling(env, wl, value, args)
+        finally:
+            shutil.rmtree(env.work, ignore_errors=True)
+        stamp = now.strftime("%Y-%m-%d-%H%M") + "-" + commit + "-scaling"
+        md = render_scaling(sc, meta)
+        with open(os.path.join(args.out, stamp + ".md"), "w") as f:
+            f.write(md)
+        with open(os.path.join(args.out, stamp + ".json"), "w") as f:
+            json.dump({"meta": meta, "scaling": sc}, f, indent=1)
+        print(md)
+        log(f"bench: wrote {args.out}/{stamp}.md and .json")
+        return
     try:
         for w in wls:
             results.append(bench_workload(env, w, args))

@@ -139,7 +139,11 @@ fn sdp_json(kind: &str, sdp: &str) -> Vec<u8> {
 impl Sim {
     /// A server with no sessions, at an arbitrary start time.
     pub fn new(faults: Faults) -> Self {
-        let metrics = Arc::new(Metrics::new());
+        Self::with_metrics(faults, Arc::new(Metrics::new()))
+    }
+
+    /// Like [`Self::new`], counting into `metrics` (shared, as the engine's shards share them).
+    pub fn with_metrics(faults: Faults, metrics: Arc<Metrics>) -> Self {
         let now = Instant::now();
         let sfu = Sfu::new(SfuConfig {
             udp_candidates: vec![SERVER],
