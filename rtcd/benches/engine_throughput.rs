@@ -1,35 +1,32 @@
 //! In-memory engine throughput: the call core (`rtcd::sim`, real str0m peers, no sockets) run
 //! as one shard on one thread, then as two shards on two threads with half the calls each
-//! (sharing one `Metrics`, as the engine's shards do). Prints forwarded packets per second of
-//! wall clock for both and their ratio, and each thread's CPU time from /proc. The clients' own
+//! (each with its own `Metrics`; the engine's shards share one, but on the per-packet path a
+//! shard touches only its own write-time handles). Prints forwarded packets (packet writes
+//! to viewers' tracks, `rtcd_rtc_rtp_tracks_writes_time_count`) per second of wall clock for
+//! both and their ratio, and each thread's CPU time from /proc. The clients' own
 //! str0m work runs on the same threads, so the absolute figures are a lower bound of the core's;
 //! the ratio is what shows whether shards share anything on the per-packet path.
 //!
 //! Run with `cargo bench -p rtcd --bench engine_throughput -- [--calls N] [--per-call M]
 //! [--seconds S]` (`make bench` runs it with the defaults: 4 calls of 5 talkers, 10 s simulated).
 
-use std::{sync::Arc, time::Duration, time::Instant};
+use std::time::{Duration, Instant};
 
 use rtcd::{
     call::Faults,
-    metrics::Metrics,
     sim::{Behaviour, Sim},
 };
 
 struct Run {
     forwarded: u64,
     cpu: Duration,
+    /// Time inside the server core's calls only.
+    server: Duration,
 }
 
 /// One shard's worth of calls, run for `seconds` of simulated time after everyone joined.
-fn shard(
-    calls: usize,
-    per_call: usize,
-    seconds: u64,
-    tag: &str,
-    metrics: Arc<Metrics>,
-) -> Result<Run, String> {
-    let mut sim = Sim::with_metrics(Faults::default(), metrics);
+fn shard(calls: usize, per_call: usize, seconds: u64, tag: &str) -> Result<Run, String> {
+    let mut sim = Sim::new(Faults::default());
     for c in 0..calls {
         for u in 0..per_call {
             sim.join(
@@ -41,14 +38,17 @@ fn shard(
         }
     }
     sim.run_for(Duration::from_secs(2))?;
-    let before: u64 = sim.clients.iter().map(|c| c.received_total()).sum();
+    let before = sim.metrics.rtp_track_writes.total();
     let cpu0 = thread_cpu();
+    let server0 = sim.server_time;
     sim.run_for(Duration::from_secs(seconds))?;
     let cpu = thread_cpu().saturating_sub(cpu0);
-    let after: u64 = sim.clients.iter().map(|c| c.received_total()).sum();
+    let server = sim.server_time.saturating_sub(server0);
+    let after = sim.metrics.rtp_track_writes.total();
     Ok(Run {
         forwarded: after - before,
         cpu,
+        server,
     })
 }
 
@@ -88,20 +88,15 @@ fn main() -> Result<(), String> {
     println!("engine_throughput: {calls} calls x {per_call} talkers, {seconds} s simulated after the joins");
 
     // Warm-up, so neither side pays for first-touch allocations.
-    let _ = shard(1, 2, 1, "warm", Arc::new(Metrics::new()))?;
+    let _ = shard(1, 2, 1, "warm")?;
 
-    let metrics = Arc::new(Metrics::new());
     let t0 = Instant::now();
-    let one = shard(half * 2, per_call, seconds, "one", metrics)?;
+    let one = shard(half * 2, per_call, seconds, "one")?;
     let wall_one = t0.elapsed();
 
-    let metrics = Arc::new(Metrics::new());
     let t0 = Instant::now();
     let handles: Vec<_> = (0..2)
-        .map(|i| {
-            let m = metrics.clone();
-            std::thread::spawn(move || shard(half, per_call, seconds, &format!("two{i}"), m))
-        })
+        .map(|i| std::thread::spawn(move || shard(half, per_call, seconds, &format!("two{i}"))))
         .collect();
     let mut two = Vec::new();
     for h in handles {
@@ -134,5 +129,9 @@ fn main() -> Result<(), String> {
         r2
     );
     println!("ratio 2/1: {:.2}x (target >= 1.8x)", r2 / r1.max(1e-9));
+    println!(
+        "server core alone, 1 shard: {:.2} µs per forwarded packet (time inside Sfu::handle_*)",
+        one.server.as_secs_f64() * 1e6 / one.forwarded.max(1) as f64
+    );
     Ok(())
 }

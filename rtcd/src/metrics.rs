@@ -466,6 +466,12 @@ impl TrackWrites {
             .clone()
     }
 
+    /// Writes observed so far, over every shard and label set.
+    pub fn total(&self) -> u64 {
+        let handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
+        handles.values().map(|h| h.count.load(Ordering::Relaxed)).sum()
+    }
+
     /// Every label set with its summed (sum in seconds, count, per-bucket counts).
     fn merged(&self) -> BTreeMap<Labels, (f64, u64, Vec<u64>)> {
         let handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);

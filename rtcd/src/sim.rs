@@ -128,6 +128,8 @@ pub struct Sim {
     pub closes: Vec<SessionId>,
     /// Every datagram handled (both directions), for throughput figures.
     pub datagrams: u64,
+    /// Wall-clock time spent inside the server's `handle_*` calls (the core's own cost).
+    pub server_time: Duration,
 }
 
 fn sdp_json(kind: &str, sdp: &str) -> Vec<u8> {
@@ -164,6 +166,7 @@ impl Sim {
             by_session: HashMap::new(),
             closes: Vec::new(),
             datagrams: 0,
+            server_time: Duration::ZERO,
         }
     }
 
@@ -248,7 +251,9 @@ impl Sim {
             msg_type: kind as i64,
             data,
         };
+        let t0 = Instant::now();
         let r = self.sfu.handle_rtc(self.now, &GroupId(GROUP.into()), msg);
+        self.server_time += t0.elapsed();
         self.route_server_output();
         r
     }
@@ -327,7 +332,9 @@ impl Sim {
     fn tick(&mut self) -> Result<(), String> {
         let now = self.now;
         if self.sfu.next_deadline().is_some_and(|d| d <= now) {
+            let t0 = Instant::now();
             self.sfu.handle_timeout(now);
+            self.server_time += t0.elapsed();
             self.route_server_output();
         }
         for i in 0..self.clients.len() {
@@ -371,7 +378,9 @@ impl Sim {
     fn deliver(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8]) -> Result<(), String> {
         self.datagrams += 1;
         if to == SERVER {
+            let t0 = Instant::now();
             self.sfu.handle_receive(self.now, Protocol::Udp, from, to, data);
+            self.server_time += t0.elapsed();
             return Ok(());
         }
         let Some(&i) = self.by_addr.get(&to) else {
