@@ -71,8 +71,8 @@ fn join_all(sim: &mut Sim, call: &str, n: usize, gap: Duration) -> Vec<usize> {
 #[test]
 fn join_offer_answer_media_and_no_packet_crosses_calls() {
     let mut sim = Sim::new(Faults::default());
-    // 20 ms apart: joined at the very same instant, a str0m client in RTP mode receives only
-    // one of two tracks added by one server offer, though the server writes both (see
+    // 20 ms apart: joined at the very same instant, a str0m client in RTP mode stops receiving
+    // some tracks after their first packet, though the server writes them all (see
     // docs/ARCHITECTURE.md, "The core in memory").
     let a = join_all(&mut sim, "call-a", 3, Duration::from_millis(20));
     let b = join_all(&mut sim, "call-b", 2, Duration::from_millis(20));
