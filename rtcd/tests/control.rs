@@ -453,6 +453,19 @@ async fn client_ws(
     ws
 }
 
+/// Polls `/api/v1/health` (every 20 ms, at most 5 s) until its body contains `want`; returns
+/// the last answer.
+async fn health_until(d: &Daemon, want: &str) -> Response {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let h = common::get(d.api, "/api/v1/health").await;
+        if h.body.contains(want) || std::time::Instant::now() >= deadline {
+            return h;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn metrics(d: &Daemon) -> String {
     common::get(d.api, "/metrics").await.body
 }
@@ -510,8 +523,7 @@ async fn join_counts_in_sessions_api_and_metrics_and_the_drain_waits_for_it() {
     // SIGTERM with a live session: health turns 503 at once, new joins are refused with close,
     // the process waits until the session ends.
     d.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let h = common::get(d.api, "/api/v1/health").await;
+    let h = health_until(&d, "draining").await;
     assert_eq!(
         (h.status, h.body.as_str()),
         (503, r#"{"status":"draining","sessions":1}"#)
@@ -593,9 +605,10 @@ async fn a_second_signal_exits_at_once_while_sessions_are_live() {
     let mut d = admin_daemon("").await;
     let mut ws = client_ws(&d, "mm2").await;
     ws.send(join("call1", "s1")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    health_until(&d, r#""sessions":1"#).await;
     d.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let h = health_until(&d, "draining").await;
+    assert_eq!(h.status, 503, "{}", h.body);
     assert!(
         d.child.try_wait().unwrap().is_none(),
         "the first signal must wait for the session"
@@ -632,7 +645,7 @@ async fn after_reconnect_a_sessions_messages_follow_the_new_connection() {
     let d = admin_daemon("").await;
     let mut first = client_ws(&d, "mm4").await;
     first.send(join("call1", "roamer")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    health_until(&d, r#""sessions":1"#).await;
     drop(first);
 
     let mut second = ws_connect(d.api, &basic("mm4", KEY), None).await.unwrap();
@@ -718,7 +731,7 @@ async fn another_client_cannot_touch_a_session() {
     let mut owner = client_ws(&d, "owner").await;
     let mut intruder = client_ws(&d, "intruder").await;
     owner.send(join("call1", "mine")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    health_until(&d, r#""sessions":1"#).await;
     intruder
         .send(Message::Binary(
             ClientMessage::Reconnect {
