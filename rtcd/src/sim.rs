@@ -184,12 +184,12 @@ impl Sim {
             .build(self.now);
         let cand = Candidate::host(addr, "udp").map_err(|e| e.to_string())?;
         rtc.add_local_candidate(cand);
-        let session = SessionId(format!("sim-session-{i}"));
-        let call_id = CallId(call.into());
+        let session = SessionId::from(format!("sim-session-{i}"));
+        let call_id = CallId::from(call);
         self.sfu.handle_join(
             self.now,
             SessionConfig {
-                group_id: GroupId(GROUP.into()),
+                group_id: GroupId::from(GROUP),
                 call_id: call_id.clone(),
                 user_id: user.into(),
                 session_id: session.clone(),
@@ -246,13 +246,13 @@ impl Sim {
         let msg = RtcMessage {
             group_id: GROUP.into(),
             user_id: c.user.clone(),
-            session_id: c.session.0.clone(),
-            call_id: c.call.0.clone(),
+            session_id: c.session.to_string(),
+            call_id: c.call.to_string(),
             msg_type: kind as i64,
             data,
         };
         let t0 = Instant::now();
-        let r = self.sfu.handle_rtc(self.now, &GroupId(GROUP.into()), msg);
+        let r = self.sfu.handle_rtc(self.now, &GroupId::from(GROUP), msg);
         self.server_time += t0.elapsed();
         self.route_server_output();
         r
@@ -261,7 +261,7 @@ impl Sim {
     /// Client `i` leaves.
     pub fn leave(&mut self, i: usize) -> Result<(), String> {
         let sid = self.clients.get(i).ok_or("no such client")?.session.clone();
-        let r = self.sfu.handle_leave(self.now, &GroupId(GROUP.into()), &sid);
+        let r = self.sfu.handle_leave(self.now, &GroupId::from(GROUP), &sid);
         self.route_server_output();
         self.pump()?;
         r

@@ -132,9 +132,9 @@ impl ConnRegistry {
 impl ConnRegistry {
     /// Sends `close` for a session (to its join connection) and forgets its route.
     pub fn deliver_close(&self, session: &str) {
-        let id = SessionId(session.to_string());
+        let id = SessionId::from(session.to_string());
         self.deliver(
-            &GroupId(String::new()),
+            &GroupId::from(String::new()),
             &id,
             ClientMessage::Close {
                 session_id: session.to_string(),
@@ -148,9 +148,9 @@ impl SignalSink for ConnRegistry {
         let route = {
             let mut inner = self.lock();
             if matches!(msg, ClientMessage::Close { .. }) {
-                inner.routes.remove(&session.0)
+                inner.routes.remove(session.as_str())
             } else {
-                inner.routes.get(&session.0).cloned()
+                inner.routes.get(session.as_str()).cloned()
             }
         };
         let Some(route) = route else {
@@ -224,8 +224,8 @@ mod tests {
             !reg.rebind("s", "other-client", "c2"),
             "another group cannot steal a session"
         );
-        let g = GroupId("client".into());
-        let s = SessionId("s".into());
+        let g = GroupId::from("client");
+        let s = SessionId::from("s");
         reg.deliver(&g, &s, ClientMessage::Vad(Default::default()));
         assert!(rx2.try_recv().is_ok(), "rtc/vad go to the current connection");
         reg.deliver(

@@ -43,10 +43,10 @@ struct Props {
 impl From<SessionConfig> for SessionJson {
     fn from(c: SessionConfig) -> Self {
         Self {
-            group_id: c.group_id.0,
-            call_id: c.call_id.0,
+            group_id: c.group_id.to_string(),
+            call_id: c.call_id.to_string(),
             user_id: c.user_id,
-            session_id: c.session_id.0,
+            session_id: c.session_id.to_string(),
             props: Props {
                 av1_support: c.av1_support,
                 channel_id: c.channel_id,
@@ -68,7 +68,7 @@ fn text(status: StatusCode, msg: &str) -> Response {
 async fn client(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Result<GroupId, Response> {
     let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     match state.auth.authenticate_header(auth, peer.ip()).await {
-        Ok(p) if !p.client_id().is_empty() => Ok(GroupId(p.client_id().to_string())),
+        Ok(p) if !p.client_id().is_empty() => Ok(GroupId::from(p.client_id().to_string())),
         Ok(_) => Err(text(StatusCode::UNAUTHORIZED, "unauthorized")),
         Err(e @ crate::auth::AuthError::RateLimited { .. }) => {
             Err(super::clients::auth_error(&e, StatusCode::UNAUTHORIZED))
@@ -78,7 +78,7 @@ async fn client(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Resu
 }
 
 async fn lookup(state: &AppState, group: GroupId, call: &str) -> Result<Vec<SessionConfig>, Response> {
-    match state.engine.sessions(group, CallId(call.to_string())).await {
+    match state.engine.sessions(group, CallId::from(call.to_string())).await {
         Ok(v) => Ok(v),
         Err(e) => Err(text(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())),
     }
@@ -117,7 +117,7 @@ pub(super) async fn one(
         Err(r) => return r,
     };
     match lookup(&state, group, &call_id).await {
-        Ok(v) => match v.into_iter().find(|c| c.session_id.0 == session_id) {
+        Ok(v) => match v.into_iter().find(|c| c.session_id.as_str() == session_id) {
             Some(c) => Json(SessionJson::from(c)).into_response(),
             None => text(
                 StatusCode::NOT_FOUND,

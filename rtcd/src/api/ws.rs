@@ -199,14 +199,14 @@ fn frame(state: &AppState, client_id: &str, conn_id: &str, bytes: &[u8]) {
             ("direction", "in".into()),
         ])
         .inc();
-    let group = GroupId(client_id.to_string());
+    let group = GroupId::from(client_id.to_string());
     let result = match msg {
         ClientMessage::Join(j) => {
             let cfg = SessionConfig {
                 group_id: group,
-                call_id: CallId(j.call_id),
+                call_id: CallId::from(j.call_id),
                 user_id: j.user_id,
-                session_id: SessionId(j.session_id),
+                session_id: SessionId::from(j.session_id),
                 channel_id: j.channel_id,
                 av1_support: j.av1_support,
                 dc_signaling: j.dc_signaling,
@@ -217,7 +217,7 @@ fn frame(state: &AppState, client_id: &str, conn_id: &str, bytes: &[u8]) {
             .engine
             .send(Command::Leave {
                 group,
-                session: SessionId(session_id),
+                session: SessionId::from(session_id),
             })
             .map_err(|e| e.to_string()),
         ClientMessage::Reconnect { session_id } if !session_id.is_empty() => {
@@ -244,7 +244,7 @@ fn frame(state: &AppState, client_id: &str, conn_id: &str, bytes: &[u8]) {
 fn join(state: &AppState, conn_id: &str, cfg: SessionConfig) -> Result<(), String> {
     cfg.validate()
         .map_err(|e| format!("failed to initialize rtc session: invalid session config: {e}"))?;
-    let sid = cfg.session_id.0.clone();
+    let sid = cfg.session_id.to_string();
     state.conns.bind(&sid, &cfg.group_id.0, conn_id);
     let Some(guard) = state.lifecycle.try_session() else {
         // Draining: tell the plugin at once so it can place the user elsewhere.

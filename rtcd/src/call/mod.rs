@@ -19,23 +19,53 @@ pub use sfu::{Faults, Sfu, SfuConfig};
 
 use crate::protocol::ws::ClientMessage;
 
-/// A session's ID (the plugin's connection ID for that user's call session).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(pub String);
+/// Declares a cheap-to-clone string ID (an `Arc<str>`): IDs are cloned into per-packet
+/// bookkeeping (peers of a call, dirty sessions), where a `String` would allocate.
+macro_rules! id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub std::sync::Arc<str>);
 
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+        impl $name {
+            /// The ID as a string.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                Self(s.into())
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                Self(s.into())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
 }
 
-/// A group (Mattermost installation): the authenticated client ID.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct GroupId(pub String);
-
-/// A call, unique within its group.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CallId(pub String);
+id!(
+    /// A session's ID (the plugin's connection ID for that user's call session).
+    SessionId
+);
+id!(
+    /// A group (Mattermost installation): the authenticated client ID.
+    GroupId
+);
+id!(
+    /// A call, unique within its group.
+    CallId
+);
 
 /// What a `join` establishes (rtcd's `SessionConfig`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,10 +90,10 @@ impl SessionConfig {
     /// rtcd's `SessionConfig.IsValid`.
     pub fn validate(&self) -> Result<(), String> {
         for (name, v) in [
-            ("GroupID", &self.group_id.0),
-            ("CallID", &self.call_id.0),
-            ("UserID", &self.user_id),
-            ("SessionID", &self.session_id.0),
+            ("GroupID", self.group_id.as_str()),
+            ("CallID", self.call_id.as_str()),
+            ("UserID", self.user_id.as_str()),
+            ("SessionID", self.session_id.as_str()),
         ] {
             if v.is_empty() {
                 return Err(format!("invalid {name} value: should not be empty"));

@@ -2,10 +2,11 @@
 //! receives.
 
 use std::{
-    collections::{HashMap, HashSet},
     net::SocketAddr,
     time::{Duration, Instant},
 };
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use str0m::{
     Rtc,

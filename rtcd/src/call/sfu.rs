@@ -2,7 +2,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BinaryHeap, HashMap, HashSet, VecDeque},
+    collections::{BinaryHeap, VecDeque},
     net::SocketAddr,
     sync::Arc,
     time::Instant,
@@ -18,6 +18,10 @@ use str0m::{
 };
 
 use str0m::format::Codec;
+// The core's maps are keyed by authenticated input (session IDs from the plugin, remote
+// addresses only after ICE accepted them): a fast non-keyed hash is safe here and cheaper per
+// packet than SipHash.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 mod forward;
 
@@ -108,10 +112,12 @@ pub struct Sfu {
     dirty_set: HashSet<SessionId>,
     out: VecDeque<SfuOutput>,
     next_gen: u64,
+    /// Reused for the peers of a call on the forwarding path.
+    peers_scratch: Vec<SessionId>,
 }
 
 fn group_label(g: &GroupId) -> Labels {
-    vec![("groupID", g.0.clone())]
+    vec![("groupID", g.to_string())]
 }
 
 #[derive(serde::Deserialize)]
@@ -132,16 +138,17 @@ impl Sfu {
     pub fn new(cfg: SfuConfig) -> Self {
         Self {
             cfg,
-            sessions: HashMap::new(),
-            calls: HashMap::new(),
-            screens: HashMap::new(),
-            by_remote: HashMap::new(),
-            by_ufrag: HashMap::new(),
+            sessions: HashMap::default(),
+            calls: HashMap::default(),
+            screens: HashMap::default(),
+            by_remote: HashMap::default(),
+            by_ufrag: HashMap::default(),
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
-            dirty_set: HashSet::new(),
+            dirty_set: HashSet::default(),
             out: VecDeque::new(),
             next_gen: 0,
+            peers_scratch: Vec::new(),
         }
     }
 
@@ -351,16 +358,16 @@ impl Sfu {
                 screen_audio_mid: None,
                 screen_stream_id: None,
                 video_stream_id: None,
-                video: HashMap::new(),
+                video: HashMap::default(),
                 published: Vec::new(),
-                keyframe_requests: HashMap::new(),
+                keyframe_requests: HashMap::default(),
                 estimate_bps: None,
                 queue_delay: Default::default(),
                 keyframe_out_at: None,
-                nacks_seen: HashMap::new(),
+                nacks_seen: HashMap::default(),
                 rx_streams: Default::default(),
                 vad: Default::default(),
-                out_tracks: HashMap::new(),
+                out_tracks: HashMap::default(),
                 pending_actions: Vec::new(),
                 signaling: Signaling::Stable,
                 offer_attempts: 0,
@@ -395,7 +402,7 @@ impl Sfu {
         let Some(kind) = msg.kind() else {
             return Err(format!("invalid message: invalid Type value {}", msg.msg_type));
         };
-        let sid = SessionId(msg.session_id.clone());
+        let sid = SessionId::from(msg.session_id.clone());
         match self.sessions.get(&sid) {
             Some(s) if &s.cfg.group_id == group => {}
             _ => return Err(format!("session not found: {sid}")),
@@ -653,7 +660,7 @@ impl Sfu {
             .sessions
             .get(sid)
             .map(|s| s.cfg.group_id.clone())
-            .unwrap_or(GroupId(String::new()));
+            .unwrap_or(GroupId::from(String::new()));
         SfuOutput::Signal {
             group_id,
             session_id: sid.clone(),
@@ -664,10 +671,10 @@ impl Sfu {
     fn rtc_message(&self, sid: &SessionId, kind: RtcType, data: Vec<u8>) -> RtcMessage {
         let s = self.sessions.get(sid);
         RtcMessage {
-            group_id: s.map(|s| s.cfg.group_id.0.clone()).unwrap_or_default(),
+            group_id: s.map(|s| s.cfg.group_id.to_string()).unwrap_or_default(),
             user_id: s.map(|s| s.cfg.user_id.clone()).unwrap_or_default(),
-            session_id: sid.0.clone(),
-            call_id: s.map(|s| s.cfg.call_id.0.clone()).unwrap_or_default(),
+            session_id: sid.to_string(),
+            call_id: s.map(|s| s.cfg.call_id.to_string()).unwrap_or_default(),
             msg_type: kind as i64,
             data,
         }
@@ -675,7 +682,7 @@ impl Sfu {
 
     fn signal(&mut self, sid: &SessionId, kind: RtcType, data: Vec<u8>) {
         let msg = self.rtc_message(sid, kind, data);
-        let group_id = GroupId(msg.group_id.clone());
+        let group_id = GroupId::from(msg.group_id.clone());
         self.out.push_back(SfuOutput::Signal {
             group_id,
             session_id: sid.clone(),
@@ -685,20 +692,39 @@ impl Sfu {
 
     /// The other sessions of `sid`'s call.
     fn call_peers(&self, sid: &SessionId) -> Vec<SessionId> {
+        let mut v = Vec::new();
+        self.call_peers_into(sid, &mut v);
+        v
+    }
+
+    /// The other sessions of `sid`'s call, into the per-packet scratch list (no allocation
+    /// once it has grown to the call's size); give it back with [`Self::return_peers`].
+    fn take_call_peers(&mut self, sid: &SessionId) -> Vec<SessionId> {
+        let mut v = std::mem::take(&mut self.peers_scratch);
+        self.call_peers_into(sid, &mut v);
+        v
+    }
+
+    fn return_peers(&mut self, mut v: Vec<SessionId>) {
+        v.clear();
+        self.peers_scratch = v;
+    }
+
+    fn call_peers_into(&self, sid: &SessionId, out: &mut Vec<SessionId>) {
+        out.clear();
         let Some(s) = self.sessions.get(sid) else {
-            return Vec::new();
+            return;
         };
-        self.calls
-            .get(&(s.cfg.group_id.clone(), s.cfg.call_id.clone()))
-            .map(|ids| ids.iter().filter(|p| *p != sid).cloned().collect())
-            .unwrap_or_default()
+        if let Some(ids) = self.calls.get(&(s.cfg.group_id.clone(), s.cfg.call_id.clone())) {
+            out.extend(ids.iter().filter(|p| *p != sid).cloned());
+        }
     }
 
     fn error_metric(&self, sid: &SessionId, kind: &str) {
         let group = self
             .sessions
             .get(sid)
-            .map(|s| s.cfg.group_id.0.clone())
+            .map(|s| s.cfg.group_id.to_string())
             .unwrap_or_default();
         self.cfg
             .metrics
@@ -842,7 +868,7 @@ impl Sfu {
             .get_or_create(&group_label(&s.cfg.group_id))
             .observe(now.duration_since(started).as_secs_f64());
         s.offer_attempts = 0;
-        let group = s.cfg.group_id.0.clone();
+        let group = s.cfg.group_id.to_string();
         let (opus, vp8, av1) = (
             pt_for(&s.rtc, Codec::Opus),
             pt_for(&s.rtc, Codec::Vp8),
@@ -1048,7 +1074,7 @@ impl Sfu {
                     let mid = api.add_media(
                         media,
                         Direction::SendOnly,
-                        Some(source.0.clone()),
+                        Some(source.to_string()),
                         Some(track_id),
                         None,
                     );
@@ -1091,7 +1117,7 @@ impl Sfu {
                     t.mid.to_string(),
                     TrackInfo {
                         track_type: kind.as_str().into(),
-                        sender_id: source.0.clone(),
+                        sender_id: source.to_string(),
                     },
                 )
             })
@@ -1135,7 +1161,7 @@ impl Sfu {
         }
         self.by_ufrag.remove(&s.ufrag);
         let m = &self.cfg.metrics;
-        let group = s.cfg.group_id.0.clone();
+        let group = s.cfg.group_id.to_string();
         m.rtc_sessions.get_or_create(&group_label(&s.cfg.group_id)).dec();
         m.rtc_conn_states
             .get_or_create(&vec![("type", "closed".into())])
@@ -1173,7 +1199,7 @@ impl Sfu {
             group_id: s.cfg.group_id.clone(),
             session_id: sid.clone(),
             msg: ClientMessage::Close {
-                session_id: sid.0.clone(),
+                session_id: sid.to_string(),
             },
         });
         self.out.push_back(SfuOutput::SessionClosed {
@@ -1261,14 +1287,14 @@ mod tests {
 
     fn add(s: &str, kind: TrackKind) -> TrackAction {
         TrackAction::Add {
-            source: SessionId(s.into()),
+            source: SessionId::from(s),
             kind,
         }
     }
 
     fn remove(s: &str, kind: TrackKind) -> TrackAction {
         TrackAction::Remove {
-            source: SessionId(s.into()),
+            source: SessionId::from(s),
             kind,
         }
     }

@@ -105,7 +105,7 @@ impl EngineHandle {
             Command::Leave { session, .. } => (self.placement.session(session).unwrap_or(0), None),
             Command::Rtc { msg, .. } => (
                 self.placement
-                    .session(&SessionId(msg.session_id.clone()))
+                    .session(&SessionId::from(msg.session_id.clone()))
                     .unwrap_or(0),
                 None,
             ),

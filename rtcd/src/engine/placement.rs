@@ -132,10 +132,10 @@ mod tests {
 
     fn cfg(call: &str, session: &str) -> SessionConfig {
         SessionConfig {
-            group_id: GroupId("g".into()),
-            call_id: CallId(call.into()),
+            group_id: GroupId::from("g"),
+            call_id: CallId::from(call),
             user_id: "u".into(),
-            session_id: SessionId(session.into()),
+            session_id: SessionId::from(session),
             channel_id: String::new(),
             av1_support: false,
             dc_signaling: false,
@@ -152,22 +152,22 @@ mod tests {
         assert_eq!(p.join(&cfg("a", "a3")), a1);
         // a's shard has 3 sessions, b's 1: the next new call goes to b's.
         assert_eq!(p.join(&cfg("c", "c1")), b1);
-        assert_eq!(p.session(&SessionId("a2".into())), Some(a1));
-        assert_eq!(p.call(&GroupId("g".into()), &CallId("c".into())), Some(b1));
+        assert_eq!(p.session(&SessionId::from("a2")), Some(a1));
+        assert_eq!(p.call(&GroupId::from("g"), &CallId::from("c")), Some(b1));
         // A duplicate join keeps its shard and is not counted twice.
         assert_eq!(p.join(&cfg("a", "a1")), a1);
         for s in ["a1", "a2", "a3"] {
-            p.release(&SessionId(s.into()));
+            p.release(&SessionId::from(s));
         }
         assert_eq!(
-            p.call(&GroupId("g".into()), &CallId("a".into())),
+            p.call(&GroupId::from("g"), &CallId::from("a")),
             None,
             "an empty call is forgotten"
         );
-        assert_eq!(p.session(&SessionId("a1".into())), None);
+        assert_eq!(p.session(&SessionId::from("a1")), None);
         // Now a's old shard is empty: the next call goes there.
         assert_eq!(p.join(&cfg("d", "d1")), a1);
-        p.release(&SessionId("unknown".into()));
+        p.release(&SessionId::from("unknown"));
     }
 
     #[test]

@@ -353,11 +353,15 @@ impl Sfu {
         };
         s.rx_streams.insert((mid, rid));
         let Some(media) = s.rtc.media(mid) else { return };
-        let (media_kind, stream) = (media.kind(), media.stream_id().to_string());
-        let group = s.cfg.group_id.0.clone();
+        // Which announced stream this m-line carries, decided here so nothing is copied per
+        // packet.
+        let media_kind = media.kind();
+        let is_screen_stream = is_sharer && s.screen_stream_id.as_deref() == Some(media.stream_id());
+        let is_video_stream = s.video_stream_id.as_deref() == Some(media.stream_id());
+        let group = s.cfg.group_id.clone();
         let track_in = |mime: &str| {
             vec![
-                ("groupID", group.clone()),
+                ("groupID", group.to_string()),
                 ("direction", "in".into()),
                 ("type", mime.to_string()),
             ]
@@ -391,7 +395,7 @@ impl Sfu {
                 TrackKind::Voice
             } else if s.screen_audio_mid == Some(mid) {
                 TrackKind::ScreenAudio
-            } else if is_sharer && s.screen_stream_id.as_deref() == Some(stream.as_str()) {
+            } else if is_screen_stream {
                 s.screen_audio_mid = Some(mid);
                 self.cfg
                     .metrics
@@ -420,9 +424,9 @@ impl Sfu {
         let Some(codec) = codec.and_then(codec_of) else {
             return;
         };
-        let kind = if is_sharer && s.screen_stream_id.as_deref() == Some(stream.as_str()) {
+        let kind = if is_screen_stream {
             TrackKind::Screen
-        } else if s.video_stream_id.as_deref() == Some(stream.as_str()) {
+        } else if is_video_stream {
             TrackKind::Video
         } else {
             // rtcd: "received unexpected video track".
@@ -475,8 +479,9 @@ impl Sfu {
         ext.rid_repair = None;
         ext.transport_cc = None;
         let key = (sid.clone(), kind);
-        for peer in self.call_peers(sid) {
-            let Some(ps) = self.sessions.get_mut(&peer) else {
+        let peers = self.take_call_peers(sid);
+        for peer in &peers {
+            let Some(ps) = self.sessions.get_mut(peer) else {
                 continue;
             };
             let Some(t) = ps.out_tracks.get_mut(&key) else {
@@ -502,8 +507,9 @@ impl Sfu {
             if let Some(w) = &t.writes {
                 w.observe((self.cfg.clock)().saturating_duration_since(start));
             }
-            self.mark_dirty(&peer);
+            self.mark_dirty(peer);
         }
+        self.return_peers(peers);
     }
 
     fn forward_video(
@@ -520,8 +526,9 @@ impl Sfu {
         let p = forwarded(p);
         let key = (sid.clone(), kind);
         let mut wanted = false;
-        for peer in self.call_peers(sid) {
-            let Some(ps) = self.sessions.get_mut(&peer) else {
+        let peers = self.take_call_peers(sid);
+        for peer in &peers {
+            let Some(ps) = self.sessions.get_mut(peer) else {
                 continue;
             };
             let viewer_av1 = ps.cfg.av1_support;
@@ -571,9 +578,10 @@ impl Sfu {
                 if keyframe {
                     ps.keyframe_out_at = Some(now);
                 }
-                self.mark_dirty(&peer);
+                self.mark_dirty(peer);
             }
         }
+        self.return_peers(peers);
         if wanted {
             self.request_keyframe(now, sid, kind, sel);
         }
@@ -606,7 +614,7 @@ impl Sfu {
                 .metrics
                 .rtc_keyframe_requests
                 .get_or_create(&vec![
-                    ("groupID", s.cfg.group_id.0.clone()),
+                    ("groupID", s.cfg.group_id.to_string()),
                     ("direction", "out".into()),
                 ])
                 .inc();
@@ -623,7 +631,7 @@ impl Sfu {
             .metrics
             .rtc_keyframe_requests
             .get_or_create(&vec![
-                ("groupID", vs.cfg.group_id.0.clone()),
+                ("groupID", vs.cfg.group_id.to_string()),
                 ("direction", "in".into()),
             ])
             .inc();
@@ -673,7 +681,7 @@ impl Sfu {
                 continue;
             }
             t.target = Some(sel);
-            let group = vs.cfg.group_id.0.clone();
+            let group = vs.cfg.group_id.to_string();
             self.count_switch(group, layer);
             self.request_keyframe(now, &source, kind, sel);
         }
@@ -694,7 +702,7 @@ impl Sfu {
         let Some(vs) = self.sessions.get_mut(viewer) else {
             return;
         };
-        let group = vs.cfg.group_id.0.clone();
+        let group = vs.cfg.group_id.to_string();
         let Some(t) = vs.out_tracks.get_mut(&key) else {
             return;
         };
@@ -813,7 +821,7 @@ impl Sfu {
                 .metrics
                 .rtc_nacks
                 .get_or_create(&vec![
-                    ("groupID", s.cfg.group_id.0.clone()),
+                    ("groupID", s.cfg.group_id.to_string()),
                     ("direction", direction.into()),
                 ])
                 .inc_by(delta);
