@@ -451,6 +451,16 @@ def render(results, meta):
     return "\n".join(lines) + "\n"
 
 
+def write_report(out, stamp, md, doc):
+    """Writes <out>/<stamp>.md and .json and prints the markdown."""
+    with open(os.path.join(out, stamp + ".md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(out, stamp + ".json"), "w") as f:
+        json.dump(doc, f, indent=1)
+    print(md)
+    log(f"bench: wrote {out}/{stamp}.md and .json")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workloads", default="w2,w4,w1,w5,churn")
@@ -502,14 +512,8 @@ def main():
             sc = scaling(env, wl, value, args)
         finally:
             shutil.rmtree(env.work, ignore_errors=True)
-        stamp = now.strftime("%Y-%m-%d-%H%M") + "-" + commit + "-scaling"
-        md = render_scaling(sc, meta)
-        with open(os.path.join(args.out, stamp + ".md"), "w") as f:
-            f.write(md)
-        with open(os.path.join(args.out, stamp + ".json"), "w") as f:
-            json.dump({"meta": meta, "scaling": sc}, f, indent=1)
-        print(md)
-        log(f"bench: wrote {args.out}/{stamp}.md and .json")
+        write_report(args.out, now.strftime("%Y-%m-%d-%H%M") + "-" + commit + "-scaling",
+                     render_scaling(sc, meta), {"meta": meta, "scaling": sc})
         return
     try:
         for w in wls:
@@ -521,14 +525,8 @@ def main():
             value = args.flamegraph_step or WORKLOADS[wl][3][min(2, len(WORKLOADS[wl][3]) - 1)]
             meta["profile"] = profile(env, wl, value, args.out, now.strftime("%Y-%m-%d"))
     finally:
-        stamp = now.strftime("%Y-%m-%d-%H%M") + "-" + commit
-        md = render(results, meta)
-        with open(os.path.join(args.out, stamp + ".md"), "w") as f:
-            f.write(md)
-        with open(os.path.join(args.out, stamp + ".json"), "w") as f:
-            json.dump({"meta": meta, "workloads": results}, f, indent=1)
-        print(md)
-        log(f"bench: wrote {args.out}/{stamp}.md and .json")
+        write_report(args.out, now.strftime("%Y-%m-%d-%H%M") + "-" + commit,
+                     render(results, meta), {"meta": meta, "workloads": results})
         shutil.rmtree(env.work, ignore_errors=True)
 
 

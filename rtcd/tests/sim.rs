@@ -17,6 +17,23 @@ const TALK: Behaviour = Behaviour {
     ignores_offers: false,
 };
 
+/// Silent, and leaves server offers unanswered.
+const HOLDS_OFFERS: Behaviour = Behaviour {
+    talking: false,
+    offers: true,
+    ignores_offers: true,
+};
+
+/// A (holding offers) joins, then B (talking) 1 s later; 2 s on, A has B's offer unanswered.
+fn offer_held_by_a(sim: &mut Sim) -> (usize, usize) {
+    let a = sim.join("call", "ua", HOLDS_OFFERS).unwrap();
+    sim.run_for(Duration::from_secs(1)).unwrap();
+    let b = sim.join("call", "ub", TALK).unwrap();
+    sim.run_for(Duration::from_secs(2)).unwrap();
+    assert_eq!(sim.clients[a].server_offers, 1, "B's voice is offered to A");
+    (a, b)
+}
+
 fn metric(sim: &Sim, series: &str) -> u64 {
     let text = sim.metrics.encode().unwrap();
     text.lines()
@@ -131,16 +148,7 @@ fn a_session_without_an_offer_is_closed_after_10_seconds() {
 #[test]
 fn an_unanswered_server_offer_is_offered_again_then_the_session_closed() {
     let mut sim = Sim::new(Faults::default());
-    let deaf = Behaviour {
-        talking: false,
-        ignores_offers: true,
-        ..TALK
-    };
-    let a = sim.join("call", "ua", deaf).unwrap();
-    sim.run_for(Duration::from_secs(1)).unwrap();
-    let b = sim.join("call", "ub", TALK).unwrap();
-    sim.run_for(Duration::from_secs(2)).unwrap();
-    assert_eq!(sim.clients[a].server_offers, 1, "B's voice is offered to A");
+    let (a, b) = offer_held_by_a(&mut sim);
     // 10 s without an answer: offered again (a fresh offer), and counted.
     sim.run_for(Duration::from_secs(9)).unwrap();
     assert_eq!(sim.clients[a].server_offers, 2);
@@ -161,15 +169,7 @@ fn an_unanswered_server_offer_is_offered_again_then_the_session_closed() {
 #[test]
 fn a_late_answer_brings_the_media() {
     let mut sim = Sim::new(Faults::default());
-    let slow = Behaviour {
-        talking: false,
-        ignores_offers: true,
-        ..TALK
-    };
-    let a = sim.join("call", "ua", slow).unwrap();
-    sim.run_for(Duration::from_secs(1)).unwrap();
-    let b = sim.join("call", "ub", TALK).unwrap();
-    sim.run_for(Duration::from_secs(2)).unwrap();
+    let (a, b) = offer_held_by_a(&mut sim);
     assert_eq!(sim.clients[a].received_total(), 0);
     sim.answer_held(a).unwrap();
     sim.run_for(Duration::from_secs(1)).unwrap();
@@ -208,12 +208,7 @@ fn the_data_channel_lock_holds_server_offers_until_unlock_and_refuses_glare() {
     assert!(sim.clients[a].received.get(&tag).copied().unwrap_or(0) > 20);
 
     // Glare: with a server offer outstanding, the client's Lock is refused.
-    let slow = Behaviour {
-        talking: false,
-        ignores_offers: true,
-        ..TALK
-    };
-    let c = sim.join("call", "uc", slow).unwrap();
+    let c = sim.join("call", "uc", HOLDS_OFFERS).unwrap();
     sim.run_for(Duration::from_secs(1)).unwrap();
     assert_eq!(sim.clients[c].server_offers, 1);
     sim.client_dc(c, &DcMessage::Lock(None)).unwrap();
