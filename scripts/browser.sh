@@ -16,3 +16,6 @@ ref="$(e2e/compat/build-ref.sh)"
 scenarios=(audio ice-tcp turn mixed camera camera-av1 screen loss werift)
 e2e/browser/run-scenarios.sh "$ref" rtcd-ref "${scenarios[@]}"
 e2e/browser/run-scenarios.sh "$target/debug/rtcd" rtcd-rs "${scenarios[@]}"
+# Ours again on one engine shard (the runs above use one per core: 2 here), over UDP, ICE-TCP
+# and with video.
+E2E_SERVER_ENV="RTCD_RTC_ENGINESHARDS=1" e2e/browser/run-scenarios.sh "$target/debug/rtcd" rtcd-rs-1shard audio ice-tcp camera

@@ -21,32 +21,41 @@ fail() { echo "FAIL [loadtest: $1]"; fails=$((fails + 1)); }
 ip link set lo up
 RTCD=$CARGO_TARGET_DIR/debug/rtcd
 LT=$CARGO_TARGET_DIR/debug/rtcd-loadtest
-DIR=$(mktemp -d /tmp/loadtest-smoke.XXXXXX)
+SERVER=""
 trap 'kill $SERVER 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+
+# One run per engine shard count: 2 spreads the two calls over both shards (and a third of the
+# peers over ICE-TCP), 1 is the single-core case.
+smoke() {
+local SHARDS=$1
+local DIR before=$fails
+DIR=$(mktemp -d /tmp/loadtest-smoke.XXXXXX)
+echo "--- rtcd with $SHARDS engine shard(s)"
 
 env -i PATH=/usr/bin:/bin RTCD_API_HTTP_LISTENADDRESS=127.0.0.1:18045 RTCD_API_SECURITY_ALLOWSELFREGISTRATION=true \
   RTCD_RTC_ICEPORTUDP=18443 RTCD_RTC_ICEPORTTCP=18443 RTCD_STORE_DATASOURCE="$DIR/store" \
-  RTCD_LOGGER_ENABLEFILE=false RTCD_LOGGER_CONSOLELEVEL=WARN "$RTCD" >"$DIR/server.log" 2>&1 &
+  RTCD_LOGGER_ENABLEFILE=false RTCD_LOGGER_CONSOLELEVEL=WARN RTCD_RTC_ENGINESHARDS="$SHARDS" \
+  "$RTCD" >"$DIR/server.log" 2>&1 &
 SERVER=$!
 # shellcheck disable=SC1091
 . "$ROOT/e2e/lib/wait-version.sh"
-wait_for_version 18045 "$SERVER" || { cat "$DIR/server.log"; fail "rtcd did not start"; exit 1; }
+wait_for_version 18045 "$SERVER" || { cat "$DIR/server.log"; fail "rtcd did not start ($SHARDS shards)"; exit 1; }
 
 if "$LT" --url http://127.0.0.1:18045 --server-pid "$SERVER" --calls 2 --users-per-call 3 --unmuted 1 --screen \
   --tcp-share 0.34 --duration 3 --warmup 1 --json "$DIR/report.json" >"$DIR/out.txt" 2>"$DIR/err.txt"; then
-  pass "a run of 2 calls × 3 (1 unmuted, screen, one third over ICE-TCP) completes"
+  pass "a run of 2 calls × 3 (1 unmuted, screen, one third over ICE-TCP) completes on $SHARDS shard(s)"
 else
   cat "$DIR/err.txt"; fail "the run exited $?"
 fi
 cat "$DIR/out.txt"
-python3 - "$DIR/report.json" <<'EOF' || fails=$((fails + 1))
-import json, sys
+SHARDS=$SHARDS python3 - "$DIR/report.json" <<'EOF' || fails=$((fails + 1))
+import json, os, sys
 r = json.load(open(sys.argv[1]))
 s, srv = r["summary"], r["server"]
 bad = 0
 def check(ok, what):
     global bad
-    print(("PASS" if ok else "FAIL") + f" [loadtest: {what}]")
+    print(("PASS" if ok else "FAIL") + f" [loadtest, {os.environ['SHARDS']} shard(s): {what}]")
     bad += 0 if ok else 1
 check(s["participants"] == 6 and s["connected"] == 6 and s["ice_dtls_failures"] == 0,
       f"6 participants, all connected over ICE+DTLS ({s['connected']} connected, {s['ice_dtls_failures']} failures)")
@@ -70,6 +79,17 @@ check(srv is not None and srv["cpu_us_per_forwarded_packet"] and srv["rss_steady
 check(r["ws_vad_messages"] > 0, f"the talkers' audio levels drive rtcd's VAD ({r['ws_vad_messages']} messages)")
 sys.exit(1 if bad else 0)
 EOF
+kill "$SERVER" 2>/dev/null || true
+wait "$SERVER" 2>/dev/null || true
+SERVER=""
+if [ "$fails" -ne "$before" ]; then
+  echo "--- server log ($SHARDS shards)"; tail -n 40 "$DIR/server.log"
+fi
+rm -rf "$DIR"
+}
+
+smoke 2
+smoke 1
 
 out=$("$LT" --users-per-call 2 --unmuted 3 2>&1) && fail "--unmuted > --users-per-call accepted" || {
   [[ $out == *"--unmuted 3 is more than --users-per-call 2"* ]] && pass "a bad flag is refused, naming it" || fail "bad flag message: $out"
@@ -78,7 +98,5 @@ out=$("$LT" --url http://127.0.0.1:1 --duration 1 2>&1) && fail "an unreachable 
   [[ $out == *"127.0.0.1:1"* ]] && pass "an unreachable server is reported with its URL" || fail "unreachable message: $out"
 }
 if [ $fails -ne 0 ]; then
-  echo "--- server log"; tail -n 40 "$DIR/server.log"
   exit 1
 fi
-rm -rf "$DIR"

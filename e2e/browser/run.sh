@@ -36,6 +36,8 @@
 #
 # Optional environment:
 #   BROWSER_E2E_KEEP=1    keep the run directory (logs) even on success
+#   E2E_SERVER_ENV        extra NAME=value settings for the server, space-separated
+#                         (e.g. RTCD_RTC_ENGINESHARDS=1)
 #   E2E_STATS_SECONDS     how long to sample getStats at most (default 20)
 #   E2E_FAKE_AUDIO        wav (default: 440 Hz sine file) or default (built-in beep)
 #   RTCD_HTTP_PORT        API port inside the namespace (default 8045)
@@ -186,6 +188,7 @@ env -i PATH="$PATH" HOME="$HOME" \
 	RTCD_LOGGER_ENABLEFILE=false \
 	RTCD_LOGGER_ENABLECONSOLE=true \
 	RTCD_LOGGER_CONSOLELEVEL="${E2E_SERVER_LOG_LEVEL:-DEBUG}" \
+	${E2E_SERVER_ENV:-} \
 	"$SERVER_BIN" >"$RUN_DIR/server.log" 2>&1 &
 server_pid=$!
 relay_pid=""
