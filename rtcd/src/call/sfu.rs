@@ -1,6 +1,6 @@
 //! The call core: every session of every call; admission (join, leave, close), demultiplexing,
 //! timers, str0m's events and fault containment. Signaling lives in [`signaling`], receiving
-//! and forwarding media and layer control in [`forward`].
+//! and forwarding media in [`forward`], simulcast layer control in [`layers`].
 
 use std::{
     cmp::Reverse,
@@ -17,11 +17,13 @@ use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 mod forward;
+mod layers;
 mod signaling;
 
 use signaling::Via;
 
-use forward::{count_viewer_layer, stream_id};
+use forward::stream_id;
+use layers::count_viewer_layer;
 
 use super::{
     CallId, GroupId, Protocol, SessionConfig, SessionId, SfuOutput,

@@ -11,7 +11,7 @@ use str0m::{
     media::{Direction, MediaKind, Pt},
 };
 
-use super::{Sfu, forward::count_viewer_layer, group_label};
+use super::{Sfu, group_label, layers::count_viewer_layer};
 use crate::{
     call::{
         SessionId,
