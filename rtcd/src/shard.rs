@@ -42,6 +42,13 @@ pub fn shard_of_ufrag(ufrag: &str) -> Option<usize> {
     }
 }
 
+/// The shard (below `shards`) that a STUN Binding request in `buf` names by its local ufrag.
+pub fn stun_shard(buf: &[u8], shards: usize) -> Option<usize> {
+    stun_local_ufrag(buf)
+        .and_then(shard_of_ufrag)
+        .filter(|s| *s < shards)
+}
+
 /// The local ufrag (before `:`) of a STUN Binding request's USERNAME, if `buf` is one.
 pub fn stun_local_ufrag(buf: &[u8]) -> Option<&str> {
     // RFC 5389: 20-byte header, first two bits zero, magic cookie 0x2112A442.

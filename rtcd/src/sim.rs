@@ -124,10 +124,6 @@ pub struct Sim {
     wire: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
     by_addr: HashMap<SocketAddr, usize>,
     by_session: HashMap<SessionId, usize>,
-    /// `close` messages the server sent, in order.
-    pub closes: Vec<SessionId>,
-    /// Every datagram handled (both directions), for throughput figures.
-    pub datagrams: u64,
     /// Wall-clock time spent inside the server's `handle_*` calls (the core's own cost).
     pub server_time: Duration,
 }
@@ -141,11 +137,7 @@ fn sdp_json(kind: &str, sdp: &str) -> Vec<u8> {
 impl Sim {
     /// A server with no sessions, at an arbitrary start time.
     pub fn new(faults: Faults) -> Self {
-        Self::with_metrics(faults, Arc::new(Metrics::new()))
-    }
-
-    /// Like [`Self::new`], counting into `metrics` (shared, as the engine's shards share them).
-    pub fn with_metrics(faults: Faults, metrics: Arc<Metrics>) -> Self {
+        let metrics = Arc::new(Metrics::new());
         let now = Instant::now();
         let sfu = Sfu::new(SfuConfig {
             udp_candidates: vec![SERVER],
@@ -164,8 +156,6 @@ impl Sim {
             wire: VecDeque::new(),
             by_addr: HashMap::new(),
             by_session: HashMap::new(),
-            closes: Vec::new(),
-            datagrams: 0,
             server_time: Duration::ZERO,
         }
     }
@@ -376,7 +366,6 @@ impl Sim {
     }
 
     fn deliver(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8]) -> Result<(), String> {
-        self.datagrams += 1;
         if to == SERVER {
             let t0 = Instant::now();
             self.sfu.handle_receive(self.now, Protocol::Udp, from, to, data);
@@ -486,7 +475,6 @@ impl Sim {
         };
         match msg {
             ClientMessage::Close { .. } => {
-                self.closes.push(session.clone());
                 self.clients[i].closed = true;
             }
             ClientMessage::Rtc(m) => {

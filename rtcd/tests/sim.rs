@@ -244,6 +244,7 @@ fn a_leaver_is_renegotiated_away_and_the_others_go_on() {
 fn a_panic_in_one_session_drops_only_that_session() {
     let mut sim = Sim::new(Faults {
         panic_user: Some("boom".into()),
+        ..Faults::default()
     });
     let a = sim.join("call", "ua", TALK).unwrap();
     let b = sim.join("call", "ub", TALK).unwrap();

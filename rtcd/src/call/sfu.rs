@@ -61,11 +61,14 @@ pub struct SfuConfig {
 
 /// Test-only faults, read from the environment by builds with the `fault-injection` feature
 /// (never in a release image): `RTCD_FAULT_PANIC_USER` makes a session of that user ID panic
-/// on its first datagram once connected. Without the feature nothing reads these fields.
+/// on its first datagram once connected; `RTCD_FAULT_STALL_USER` blocks the engine shard that
+/// takes a join of that user for 6 s. Without the feature nothing reads these fields.
 #[derive(Debug, Clone, Default)]
 pub struct Faults {
     /// Panic in the sessions of this user, once connected.
     pub panic_user: Option<String>,
+    /// Stall the shard that takes this user's join.
+    pub stall_user: Option<String>,
 }
 
 impl Faults {
@@ -73,10 +76,10 @@ impl Faults {
     pub fn from_env() -> Self {
         #[cfg(feature = "fault-injection")]
         {
+            let var = |name: &str| std::env::var(name).ok().filter(|u| !u.is_empty());
             Self {
-                panic_user: std::env::var("RTCD_FAULT_PANIC_USER")
-                    .ok()
-                    .filter(|u| !u.is_empty()),
+                panic_user: var("RTCD_FAULT_PANIC_USER"),
+                stall_user: var("RTCD_FAULT_STALL_USER"),
             }
         }
         #[cfg(not(feature = "fault-injection"))]
@@ -393,21 +396,20 @@ impl Sfu {
         kind: RtcType,
         msg: &RtcMessage,
     ) -> Result<(), String> {
-        let sid = sid.clone();
         match kind {
-            RtcType::Ice => self.remote_candidate(&sid, &msg.data),
-            RtcType::Sdp => self.incoming_sdp(now, &sid, &msg.data, Via::Ws),
+            RtcType::Ice => self.remote_candidate(sid, &msg.data),
+            RtcType::Sdp => self.incoming_sdp(now, sid, &msg.data, Via::Ws),
             RtcType::Mute | RtcType::Unmute => {
-                self.set_muted(now, &sid, kind == RtcType::Mute);
+                self.set_muted(now, sid, kind == RtcType::Mute);
                 Ok(())
             }
-            RtcType::ScreenOn => self.screen_on(&sid, &msg.data),
+            RtcType::ScreenOn => self.screen_on(sid, &msg.data),
             RtcType::ScreenOff => {
-                self.screen_off(now, &sid);
+                self.screen_off(now, sid);
                 Ok(())
             }
             RtcType::VideoOn => stream_id(&msg.data, "videoStreamID").map(|id| {
-                if let Some(s) = self.sessions.get_mut(&sid) {
+                if let Some(s) = self.sessions.get_mut(sid) {
                     s.video_stream_id = Some(id);
                 }
             }),
@@ -497,51 +499,49 @@ impl Sfu {
 
     /// Polls one session until it waits for a timeout, then acts on its events.
     fn drain_one(&mut self, now: Instant, sid: &SessionId) {
-        {
-            let Some(s) = self.sessions.get_mut(sid) else {
-                return;
-            };
-            let mut events = Vec::new();
-            let mut failure = None;
-            let mut immediate = 0;
-            loop {
-                match s.rtc.poll_output() {
-                    Ok(Output::Transmit(t)) => self.out.push_back(SfuOutput::Transmit {
-                        proto: t.proto,
-                        source: t.source,
-                        destination: t.destination,
-                        data: t.contents.to_vec(),
-                    }),
-                    // str0m's pacer releases one packet per timeout and asks for the next
-                    // timeout at once: serve it here, or each packet of a video frame waits for
-                    // the runtime's timer (≈1 ms) and a 14-packet frame leaves 14 ms late.
-                    Ok(Output::Timeout(t)) if t <= now && immediate < MAX_IMMEDIATE_TIMEOUTS => {
-                        immediate += 1;
-                        if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
-                            failure = Some(e);
-                            break;
-                        }
-                    }
-                    Ok(Output::Timeout(t)) => {
-                        s.rtc_deadline = t;
-                        break;
-                    }
-                    Ok(Output::Event(e)) => events.push(e),
-                    Err(e) => {
+        let Some(s) = self.sessions.get_mut(sid) else {
+            return;
+        };
+        let mut events = Vec::new();
+        let mut failure = None;
+        let mut immediate = 0;
+        loop {
+            match s.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => self.out.push_back(SfuOutput::Transmit {
+                    proto: t.proto,
+                    source: t.source,
+                    destination: t.destination,
+                    data: t.contents.to_vec(),
+                }),
+                // str0m's pacer releases one packet per timeout and asks for the next
+                // timeout at once: serve it here, or each packet of a video frame waits for
+                // the runtime's timer (≈1 ms) and a 14-packet frame leaves 14 ms late.
+                Ok(Output::Timeout(t)) if t <= now && immediate < MAX_IMMEDIATE_TIMEOUTS => {
+                    immediate += 1;
+                    if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
                         failure = Some(e);
                         break;
                     }
                 }
+                Ok(Output::Timeout(t)) => {
+                    s.rtc_deadline = t;
+                    break;
+                }
+                Ok(Output::Event(e)) => events.push(e),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
             }
-            self.schedule(sid);
-            for e in events {
-                self.handle_event(now, sid, e);
-            }
-            if let Some(e) = failure {
-                tracing::warn!(session = %sid, error = %e, "peer failed");
-                self.error_metric(sid, "rtp");
-                self.close_session(now, sid, "peer error");
-            }
+        }
+        self.schedule(sid);
+        for e in events {
+            self.handle_event(now, sid, e);
+        }
+        if let Some(e) = failure {
+            tracing::warn!(session = %sid, error = %e, "peer failed");
+            self.error_metric(sid, "rtp");
+            self.close_session(now, sid, "peer error");
         }
     }
 
@@ -789,6 +789,11 @@ impl Sfu {
     /// Whether `sid` is a live session here.
     pub fn has_session(&self, sid: &SessionId) -> bool {
         self.sessions.contains_key(sid)
+    }
+
+    /// The faults this core was asked to inject.
+    pub fn faults(&self) -> &Faults {
+        &self.cfg.faults
     }
 }
 

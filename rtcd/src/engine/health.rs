@@ -13,7 +13,7 @@ use std::{
 /// How often an idle shard beats.
 pub(super) const BEAT_EVERY: Duration = Duration::from_millis(250);
 /// A shard silent for this long is stalled.
-pub const HEARTBEAT_BOUND: Duration = Duration::from_secs(2);
+pub(super) const HEARTBEAT_BOUND: Duration = Duration::from_secs(2);
 
 /// One shard's heartbeat.
 #[derive(Debug)]

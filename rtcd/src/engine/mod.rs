@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use self::health::{EngineHealth, HEARTBEAT_BOUND};
+pub use self::health::EngineHealth;
 use self::placement::Placement;
 use crate::{
     call::{CallId, GroupId, SessionConfig, SessionId, SfuConfig},
@@ -134,11 +134,6 @@ impl EngineHandle {
     /// The shards' heartbeats.
     pub fn health(&self) -> &EngineHealth {
         &self.health
-    }
-
-    /// The number of shards.
-    pub fn shards(&self) -> usize {
-        self.shards.len()
     }
 }
 

@@ -17,7 +17,7 @@ use crate::{
     call::{Protocol, Sfu, SfuConfig, SfuOutput},
     metrics::Metrics,
     net::{Datagram, MediaNet, ShardSockets, Transport},
-    shard::{shard_of_ufrag, stun_local_ufrag},
+    shard::stun_shard,
 };
 
 /// Largest datagram read.
@@ -94,8 +94,6 @@ pub(super) struct Shard {
     beat: Arc<Beat>,
     counters: Counters,
     routes: HashMap<SocketAddr, Route>,
-    #[cfg(feature = "fault-injection")]
-    stall_user: Option<String>,
 }
 
 /// Marks the shard stopped however its thread ends (a panic outside any session included).
@@ -122,10 +120,6 @@ impl Shard {
             placement: p.placement,
             beat: p.beat,
             routes: HashMap::new(),
-            #[cfg(feature = "fault-injection")]
-            stall_user: std::env::var("RTCD_FAULT_STALL_USER")
-                .ok()
-                .filter(|u| !u.is_empty()),
         }
     }
 
@@ -237,7 +231,7 @@ impl Shard {
         if n <= 1 {
             return self.index;
         }
-        if let Some(shard) = stun_local_ufrag(data).and_then(shard_of_ufrag).filter(|s| *s < n) {
+        if let Some(shard) = stun_shard(data, n) {
             if let Some(r) = self.routes.get_mut(&remote) {
                 r.shard = shard;
                 r.seen = now;
@@ -288,7 +282,7 @@ impl Shard {
         let result = match cmd {
             Command::Join { cfg, guard } => {
                 #[cfg(feature = "fault-injection")]
-                if self.stall_user.as_deref() == Some(cfg.user_id.as_str()) {
+                if self.sfu.faults().stall_user.as_deref() == Some(cfg.user_id.as_str()) {
                     tracing::warn!(
                         shard = self.index,
                         "fault injection: RTCD_FAULT_STALL_USER stalls the shard for 6 s"

@@ -21,10 +21,7 @@ use tokio::{
 };
 
 use super::{Datagram, Transport};
-use crate::{
-    metrics::Metrics,
-    shard::{shard_of_ufrag, stun_local_ufrag},
-};
+use crate::{metrics::Metrics, shard::stun_shard};
 
 /// A connection no session accepted within this long is closed.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -190,10 +187,7 @@ async fn serve(
                 Err(_) => return "frame timeout",
             }
             let frame = &buf[..n];
-            if let Some(s) = stun_local_ufrag(frame)
-                .and_then(shard_of_ufrag)
-                .filter(|s| *s < inboxes.len())
-            {
+            if let Some(s) = stun_shard(frame, inboxes.len()) {
                 shard = s;
             }
             let Some(tx) = inboxes.get(shard) else {
