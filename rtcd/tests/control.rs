@@ -90,6 +90,19 @@ where
     }
 }
 
+/// The next message that is not sessA's signaling (its answer and candidates).
+async fn next_non_rtc<S>(ws: &mut S) -> ClientMessage
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match next_message(ws).await {
+            ClientMessage::Rtc(_) => continue,
+            other => return other,
+        }
+    }
+}
+
 fn join(call: &str, session: &str) -> Message {
     join_as(call, session, "user")
 }
@@ -475,6 +488,9 @@ async fn join_counts_in_sessions_api_and_metrics_and_the_drain_waits_for_it() {
     let mut d = admin_daemon("drain_timeout = \"0s\"\n").await;
     let mut ws = client_ws(&d, "mm1").await;
     ws.send(join("call1", "sessA")).await.unwrap();
+    // With its offer sent, sessA outlives the 10 s offer timeout however slowly this test runs
+    // (the drain below must see it live).
+    ws.send(rtc("sessA", 2, &client_offer())).await.unwrap();
     let auth = vec![("Authorization", basic("mm1", KEY))];
     let mut sessions = Response {
         status: 0,
@@ -529,7 +545,7 @@ async fn join_counts_in_sessions_api_and_metrics_and_the_drain_waits_for_it() {
         (503, r#"{"status":"draining","sessions":1}"#)
     );
     ws.send(join("call1", "sessB")).await.unwrap();
-    match next_message(&mut ws).await {
+    match next_non_rtc(&mut ws).await {
         ClientMessage::Close { session_id } => assert_eq!(session_id, "sessB"),
         other => panic!("expected close for the refused join, got {other:?}"),
     }
@@ -538,7 +554,7 @@ async fn join_counts_in_sessions_api_and_metrics_and_the_drain_waits_for_it() {
         "exited with a live session"
     );
     ws.send(leave("sessA")).await.unwrap();
-    match next_message(&mut ws).await {
+    match next_non_rtc(&mut ws).await {
         ClientMessage::Close { session_id } => assert_eq!(session_id, "sessA"),
         other => panic!("expected close after leave, got {other:?}"),
     }
