@@ -6,10 +6,13 @@
 //! Each client plays the Calls webapp as the plugin relays it: it joins, offers audio and the
 //! `calls-dc` data channel, answers every server offer over the WebSocket, unmutes once
 //! connected, and, when talking, sends one Opus-sized packet every 20 ms whose first payload
-//! byte is its tag, so receivers can tell who they hear.
+//! byte is its tag, so receivers can tell who they hear. A sharer also sends a VP8 screen in
+//! two simulcast layers (`h` about 1 Mbit/s, `l` about 150 kbit/s, keyframes every 3 s and on
+//! request), each packet ending in its tag and layer. A client's downlink can be given a
+//! bottleneck (a rate and a drop-tail queue), so layer control is seen as a viewer would.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
@@ -19,7 +22,7 @@ use str0m::{
     Candidate, Event, Input, Output, Rtc,
     change::{SdpAnswer, SdpOffer, SdpPendingOffer},
     channel::ChannelId,
-    media::{Direction, MediaKind, Mid, Pt},
+    media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer},
     net::{Protocol, Receive},
     rtp::{ExtensionValues, RtpPacket, SeqNo},
 };
@@ -45,6 +48,15 @@ pub const VOICE_EVERY: Duration = Duration::from_millis(20);
 const OPUS_PT: u8 = 111;
 /// Bytes of a simulated Opus packet (about a 20 ms voice frame).
 const VOICE_BYTES: usize = 160;
+const VP8_PT: u8 = 96;
+/// A screen frame's interval (30 frames a second).
+pub const FRAME_EVERY: Duration = Duration::from_millis(33);
+/// A screen layer's keyframe interval, when nobody asks for one sooner.
+const KEYFRAME_EVERY: Duration = Duration::from_secs(3);
+/// The simulcast layers a sharer sends: RID, packets per frame, bytes per packet.
+const SCREEN_LAYERS: [(&str, usize, usize); 2] = [("h", 4, 1100), ("l", 1, 600)];
+/// A bottleneck's queue: a datagram that would wait longer is dropped.
+pub const LINK_QUEUE: Duration = Duration::from_millis(100);
 
 /// What a client does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +67,8 @@ pub struct Behaviour {
     pub offers: bool,
     /// Leaves server offers unanswered (to see the answer timeout).
     pub ignores_offers: bool,
+    /// Shares its screen (VP8, simulcast `h` and `l`) once connected.
+    pub shares_screen: bool,
 }
 
 impl Default for Behaviour {
@@ -63,8 +77,20 @@ impl Default for Behaviour {
             talking: true,
             offers: true,
             ignores_offers: false,
+            shares_screen: false,
         }
     }
+}
+
+/// One simulcast layer a sharer sends.
+#[derive(Debug)]
+struct ScreenLayer {
+    rid: Rid,
+    packets: usize,
+    bytes: usize,
+    seq: u64,
+    keyframe_due: bool,
+    last_keyframe: Option<Instant>,
 }
 
 /// One simulated participant.
@@ -82,6 +108,18 @@ pub struct Client {
     pub behaviour: Behaviour,
     rtc: Rtc,
     audio_mid: Mid,
+    screen_mid: Option<Mid>,
+    screen_layers: Vec<ScreenLayer>,
+    screen_started: Option<Instant>,
+    next_frame: Option<Instant>,
+    /// The downlink's rate in bit/s (`None`: unlimited).
+    downlink_bps: Option<u64>,
+    /// When the downlink has sent everything queued on it.
+    downlink_free_at: Instant,
+    /// Datagrams the downlink's queue dropped.
+    pub downlink_dropped: u64,
+    /// Datagrams delivered to it.
+    pub datagrams_in: u64,
     pending: Option<SdpPendingOffer>,
     dc: Option<ChannelId>,
     voice_seq: u64,
@@ -94,6 +132,8 @@ pub struct Client {
     pub dead: bool,
     /// RTP packets received, by the sender's tag.
     pub received: HashMap<u8, u64>,
+    /// Screen packets received, by the sender's tag and the layer's RID byte (`b'h'`, `b'l'`).
+    pub screen_received: HashMap<(u8, u8), u64>,
     /// Server offers received (over the WebSocket).
     pub server_offers: u64,
     /// Server offers it did not answer (with `ignores_offers`).
@@ -106,6 +146,11 @@ impl Client {
     /// Packets received from every sender.
     pub fn received_total(&self) -> u64 {
         self.received.values().sum()
+    }
+
+    /// Screen packets received from the client tagged `tag` in layer `rid`.
+    pub fn screen_packets(&self, tag: u8, rid: u8) -> u64 {
+        self.screen_received.get(&(tag, rid)).copied().unwrap_or(0)
     }
 }
 
@@ -120,8 +165,9 @@ pub struct Sim {
     pub clients: Vec<Client>,
     /// Its metrics.
     pub metrics: Arc<Metrics>,
-    /// Datagrams on the wire: (arrival, from, to, bytes).
-    wire: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Datagrams on the wire, by (arrival, order sent): (from, to, bytes).
+    wire: BTreeMap<(Instant, u64), (SocketAddr, SocketAddr, Vec<u8>)>,
+    sent: u64,
     by_addr: HashMap<SocketAddr, usize>,
     by_session: HashMap<SessionId, usize>,
     /// Wall-clock time spent inside the server's `handle_*` calls (the core's own cost).
@@ -153,7 +199,8 @@ impl Sim {
             sfu,
             clients: Vec::new(),
             metrics,
-            wire: VecDeque::new(),
+            wire: BTreeMap::new(),
+            sent: 0,
             by_addr: HashMap::new(),
             by_session: HashMap::new(),
             server_time: Duration::ZERO,
@@ -198,6 +245,20 @@ impl Sim {
             None,
         );
         api.add_channel("calls-dc".into());
+        let screen_stream = format!("screen-{i}");
+        let screen_mid = behaviour.shares_screen.then(|| {
+            let mut simulcast = Simulcast::new();
+            for (rid, ..) in SCREEN_LAYERS {
+                simulcast.add_send_layer(SimulcastLayer::new(rid));
+            }
+            api.add_media(
+                MediaKind::Video,
+                Direction::SendOnly,
+                Some(screen_stream.clone()),
+                Some(format!("screen-track-{i}")),
+                Some(simulcast),
+            )
+        });
         let (offer, pending) = api.apply().ok_or("str0m made no offer")?;
         let client = Client {
             session: session.clone(),
@@ -207,6 +268,24 @@ impl Sim {
             behaviour,
             rtc,
             audio_mid,
+            screen_mid,
+            screen_layers: SCREEN_LAYERS
+                .iter()
+                .map(|(rid, packets, bytes)| ScreenLayer {
+                    rid: Rid::from(*rid),
+                    packets: *packets,
+                    bytes: *bytes,
+                    seq: 1,
+                    keyframe_due: true,
+                    last_keyframe: None,
+                })
+                .collect(),
+            screen_started: None,
+            next_frame: None,
+            downlink_bps: None,
+            downlink_free_at: self.now,
+            downlink_dropped: 0,
+            datagrams_in: 0,
             pending: Some(pending),
             dc: None,
             voice_seq: 0,
@@ -215,6 +294,7 @@ impl Sim {
             closed: false,
             dead: false,
             received: HashMap::new(),
+            screen_received: HashMap::new(),
             server_offers: 0,
             held_offers: Vec::new(),
             dc_messages: Vec::new(),
@@ -222,6 +302,11 @@ impl Sim {
         self.by_addr.insert(addr, i);
         self.by_session.insert(session, i);
         self.clients.push(client);
+        if behaviour.shares_screen {
+            // As the webapp does: the screen's stream ID first, then the offer carrying it.
+            let data = serde_json::json!({ "screenStreamID": screen_stream }).to_string();
+            self.client_says(i, RtcType::ScreenOn, data.into_bytes())?;
+        }
         if behaviour.offers {
             let data = sdp_json("offer", &offer.to_sdp_string());
             self.client_says(i, RtcType::Sdp, data)?;
@@ -282,6 +367,42 @@ impl Sim {
         self.client_says(i, RtcType::Sdp, sdp_json("answer", &answer.to_sdp_string()))
     }
 
+    /// Gives client `i`'s downlink (server → client) a bottleneck of `bps` bit/s with a
+    /// [`LINK_QUEUE`] drop-tail queue, or takes it away (`None`).
+    pub fn set_downlink(&mut self, i: usize, bps: Option<u64>) -> Result<(), String> {
+        let now = self.now;
+        let c = self.clients.get_mut(i).ok_or("no such client")?;
+        c.downlink_bps = bps;
+        c.downlink_free_at = c.downlink_free_at.max(now);
+        Ok(())
+    }
+
+    /// When a datagram the server sends now reaches `to`, or `None` when the downlink's queue
+    /// drops it.
+    fn downlink_arrival(&mut self, to: SocketAddr, bytes: usize) -> Option<Instant> {
+        let now = self.now;
+        let Some(c) = self.by_addr.get(&to).and_then(|i| self.clients.get_mut(*i)) else {
+            return Some(now + LATENCY);
+        };
+        let Some(bps) = c.downlink_bps else {
+            return Some(now + LATENCY);
+        };
+        let start = c.downlink_free_at.max(now);
+        if start.duration_since(now) > LINK_QUEUE {
+            c.downlink_dropped += 1;
+            return None;
+        }
+        let bits = u64::try_from(bytes).unwrap_or(u64::MAX).saturating_mul(8);
+        let nanos = bits.saturating_mul(1_000_000_000) / bps.max(1);
+        c.downlink_free_at = start + Duration::from_nanos(nanos);
+        Some(c.downlink_free_at + LATENCY)
+    }
+
+    fn put_on_wire(&mut self, at: Instant, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
+        self.sent += 1;
+        self.wire.insert((at, self.sent), (from, to, data));
+    }
+
     /// Runs the simulation for `d` of simulated time.
     pub fn run_for(&mut self, d: Duration) -> Result<(), String> {
         let end = self.now + d;
@@ -307,12 +428,12 @@ impl Sim {
     fn next_event(&mut self) -> Instant {
         let far = self.now + Duration::from_secs(3600);
         let mut next = self.sfu.next_deadline().unwrap_or(far);
-        if let Some((at, ..)) = self.wire.front() {
+        if let Some(((at, _), _)) = self.wire.first_key_value() {
             next = next.min(*at);
         }
         for c in &mut self.clients {
-            if let Some(v) = c.next_voice {
-                next = next.min(v);
+            for t in [c.next_voice, c.next_frame].into_iter().flatten() {
+                next = next.min(t);
             }
         }
         next
@@ -339,6 +460,10 @@ impl Sim {
                 send_voice(c, now);
                 c.next_voice = Some(now + VOICE_EVERY);
             }
+            if c.next_frame.is_some_and(|v| v <= now) {
+                send_frame(c, now);
+                c.next_frame = Some(now + FRAME_EVERY);
+            }
         }
         Ok(())
     }
@@ -350,8 +475,12 @@ impl Sim {
             for i in 0..self.clients.len() {
                 moved |= self.poll_client(i)?;
             }
-            while self.wire.front().is_some_and(|(at, ..)| *at <= self.now) {
-                let Some((_, from, to, data)) = self.wire.pop_front() else {
+            while self
+                .wire
+                .first_key_value()
+                .is_some_and(|((at, _), _)| *at <= self.now)
+            {
+                let Some((_, (from, to, data))) = self.wire.pop_first() else {
                     break;
                 };
                 self.deliver(from, to, &data)?;
@@ -379,18 +508,23 @@ impl Sim {
         if c.dead {
             return Ok(());
         }
+        c.datagrams_in += 1;
         let Ok(recv) = Receive::new(Protocol::Udp, from, to, data) else {
             return Ok(());
         };
         c.rtc
             .handle_input(Input::Receive(self.now, recv))
-            .map_err(|e| format!("client {i} input: {e}"))
+            .map_err(|e| format!("client {i} input: {e}"))?;
+        // At once: in RTP mode str0m keeps one received packet for the next `poll_output`, so
+        // a second datagram handled before that poll would overwrite the first.
+        self.poll_client(i).map(|_| ())
     }
 
     /// Drains client `i`'s outputs; true when it produced anything.
     fn poll_client(&mut self, i: usize) -> Result<bool, String> {
         let mut moved = false;
         let mut events = Vec::new();
+        let mut transmits = Vec::new();
         {
             let c = &mut self.clients[i];
             if c.dead {
@@ -400,12 +534,7 @@ impl Sim {
                 match c.rtc.poll_output() {
                     Ok(Output::Timeout(_)) => break,
                     Ok(Output::Transmit(t)) => {
-                        self.wire.push_back((
-                            self.now + LATENCY,
-                            t.source,
-                            t.destination,
-                            t.contents.to_vec(),
-                        ));
+                        transmits.push((t.source, t.destination, t.contents.to_vec()));
                         moved = true;
                     }
                     Ok(Output::Event(e)) => events.push(e),
@@ -416,6 +545,10 @@ impl Sim {
                     }
                 }
             }
+        }
+        let at = self.now + LATENCY;
+        for (from, to, data) in transmits {
+            self.put_on_wire(at, from, to, data);
         }
         for e in events {
             moved = true;
@@ -430,6 +563,9 @@ impl Sim {
         match e {
             Event::Connected => {
                 c.connected = true;
+                if c.behaviour.shares_screen {
+                    c.next_frame = Some(now);
+                }
                 if c.behaviour.talking {
                     c.next_voice = Some(now);
                     // The webapp unmutes once its microphone track is live.
@@ -443,6 +579,13 @@ impl Sim {
                 }
             }
             Event::RtpPacket(p) => note_rtp(c, &p),
+            Event::KeyframeRequest(r) => {
+                for l in &mut c.screen_layers {
+                    if Some(r.mid) == c.screen_mid && r.rid.is_none_or(|rid| rid == l.rid) {
+                        l.keyframe_due = true;
+                    }
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -459,9 +602,11 @@ impl Sim {
                     destination,
                     data,
                     ..
-                } => self
-                    .wire
-                    .push_back((self.now + LATENCY, source, destination, data)),
+                } => {
+                    if let Some(at) = self.downlink_arrival(destination, data.len()) {
+                        self.put_on_wire(at, source, destination, data);
+                    }
+                }
                 SfuOutput::Signal { session_id, msg, .. } => self.signal(&session_id, msg),
                 SfuOutput::SessionClosed { .. } => {}
             }
@@ -548,7 +693,62 @@ fn send_voice(c: &mut Client, now: Instant) {
     );
 }
 
+/// One frame of each screen layer: VP8 packets (a keyframe when asked for, or every
+/// [`KEYFRAME_EVERY`]), each ending in the sender's tag and the layer's RID byte.
+fn send_frame(c: &mut Client, now: Instant) {
+    let Some(mid) = c.screen_mid else { return };
+    let started = *c.screen_started.get_or_insert(now);
+    let rtp_time =
+        u32::try_from((now.duration_since(started).as_micros() * 90 / 1000) % (1 << 32)).unwrap_or(0);
+    let tag = c.tag;
+    let mut api = c.rtc.direct_api();
+    for l in &mut c.screen_layers {
+        let Some(tx) = api.stream_tx_by_mid(mid, Some(l.rid)) else {
+            continue;
+        };
+        let key = l.keyframe_due
+            || l.last_keyframe
+                .is_none_or(|t| now.duration_since(t) >= KEYFRAME_EVERY);
+        if key {
+            l.keyframe_due = false;
+            l.last_keyframe = Some(now);
+        }
+        let rid = l.rid.as_bytes().first().copied().unwrap_or(b'?');
+        for k in 0..l.packets {
+            let mut payload = vec![0u8; l.bytes];
+            if k == 0 {
+                // VP8 descriptor with S set, then the frame tag (P = 0 for a keyframe) and,
+                // on a keyframe, its start code.
+                payload[..7].copy_from_slice(&[
+                    0x10,
+                    if key { 0x10 } else { 0x11 },
+                    0x20,
+                    0x00,
+                    0x9d,
+                    0x01,
+                    0x2a,
+                ]);
+            }
+            let n = payload.len();
+            payload[n - 2] = tag;
+            payload[n - 1] = rid;
+            tx.write_rtp(
+                str0m::rtp::RtpWrite::new(Pt::from(VP8_PT), SeqNo::from(l.seq), rtp_time, now, payload)
+                    .marker(k + 1 == l.packets)
+                    .nackable(true),
+            );
+            l.seq += 1;
+        }
+    }
+}
+
 fn note_rtp(c: &mut Client, p: &RtpPacket) {
+    if p.header.payload_type != Pt::from(OPUS_PT) {
+        if let [.., tag, rid] = p.payload[..] {
+            *c.screen_received.entry((tag, rid)).or_default() += 1;
+        }
+        return;
+    }
     if let Some(tag) = p.payload.first() {
         *c.received.entry(*tag).or_default() += 1;
     }

@@ -1,6 +1,7 @@
 //! The call core in memory (`rtcd::sim`): real str0m client peers and the `Sfu` on a simulated
-//! clock. Signaling, the data channel lock, the offer and answer timeouts, leaving, and a panic
-//! in one session, each in milliseconds of wall clock.
+//! clock. Signaling, the data channel lock, the offer and answer timeouts, simulcast layer
+//! control behind a bottleneck, leaving, and a panic in one session, each in well under a
+//! second of wall clock per simulated second.
 #![allow(clippy::unwrap_used)] // test crate: a failed unwrap is a failed test
 
 use std::time::Duration;
@@ -15,13 +16,27 @@ const TALK: Behaviour = Behaviour {
     talking: true,
     offers: true,
     ignores_offers: false,
+    shares_screen: false,
 };
 
 /// Silent, and leaves server offers unanswered.
 const HOLDS_OFFERS: Behaviour = Behaviour {
     talking: false,
-    offers: true,
     ignores_offers: true,
+    ..TALK
+};
+
+/// Silent, and shares its screen.
+const SHARES: Behaviour = Behaviour {
+    talking: false,
+    shares_screen: true,
+    ..TALK
+};
+
+/// Silent: only watches and listens.
+const WATCHES: Behaviour = Behaviour {
+    talking: false,
+    ..TALK
 };
 
 /// A (holding offers) joins, then B (talking) 1 s later; 2 s on, A has B's offer unanswered.
@@ -88,11 +103,9 @@ fn join_all(sim: &mut Sim, call: &str, n: usize, gap: Duration) -> Vec<usize> {
 #[test]
 fn join_offer_answer_media_and_no_packet_crosses_calls() {
     let mut sim = Sim::new(Faults::default());
-    // 20 ms apart: joined at the very same instant, a str0m client in RTP mode stops receiving
-    // some tracks after their first packet, though the server writes them all (see
-    // docs/ARCHITECTURE.md, "The core in memory").
-    let a = join_all(&mut sim, "call-a", 3, Duration::from_millis(20));
-    let b = join_all(&mut sim, "call-b", 2, Duration::from_millis(20));
+    // All at the same instant: their offers, answers and first packets cross.
+    let a = join_all(&mut sim, "call-a", 3, Duration::ZERO);
+    let b = join_all(&mut sim, "call-b", 2, Duration::ZERO);
     sim.run_for(Duration::from_secs(3)).unwrap();
     for &i in a.iter().chain(&b) {
         assert!(sim.clients[i].connected, "client {i} never connected");
@@ -260,4 +273,75 @@ fn a_panic_in_one_session_drops_only_that_session() {
     sim.run_for(Duration::from_secs(2)).unwrap();
     heard_each_other(&sim, &[a, b], &before, 80);
     assert_eq!(sim.sfu.session_count(), 2);
+}
+
+/// Screen packets a viewer got from the sharer in each layer during `d` of simulated time.
+fn screen_during(sim: &mut Sim, viewer: usize, sharer: usize, d: Duration) -> (u64, u64) {
+    let tag = sim.clients[sharer].tag;
+    let v = &sim.clients[viewer];
+    let (h0, l0) = (v.screen_packets(tag, b'h'), v.screen_packets(tag, b'l'));
+    sim.run_for(d).unwrap();
+    let v = &sim.clients[viewer];
+    (v.screen_packets(tag, b'h') - h0, v.screen_packets(tag, b'l') - l0)
+}
+
+/// A screen viewer whose downlink narrows to 400 kbit/s (the high layer needs about 1.1)
+/// is moved to the low layer, which then gets through; a second viewer on a free link keeps the
+/// high layer all along; when the bottleneck goes, the first viewer climbs back to high.
+#[test]
+fn a_screen_viewer_behind_a_bottleneck_moves_to_the_low_layer_and_back() {
+    let mut sim = Sim::new(Faults::default());
+    let sharer = sim.join("call", "sharer", SHARES).unwrap();
+    sim.run_for(Duration::from_millis(200)).unwrap();
+    let narrow = sim.join("call", "narrow", WATCHES).unwrap();
+    let wide = sim.join("call", "wide", WATCHES).unwrap();
+    sim.run_for(Duration::from_secs(5)).unwrap();
+
+    // A free link: both viewers take the high layer (30 frames of 4 packets a second).
+    for v in [narrow, wide] {
+        let (h, l) = screen_during(&mut sim, v, sharer, Duration::from_secs(2));
+        assert!(h >= 150 && l == 0, "viewer {v} on a free link: high {h}, low {l}");
+    }
+
+    sim.set_downlink(narrow, Some(400_000)).unwrap();
+    sim.run_for(Duration::from_secs(6)).unwrap();
+    assert!(
+        metric(
+            &sim,
+            r#"rtcd_rtc_layer_switches_total{groupID="sim-group",layer="l"}"#
+        ) >= 1,
+        "no switch to the low layer was counted"
+    );
+    let (h, l) = screen_during(&mut sim, narrow, sharer, Duration::from_secs(3));
+    assert!(
+        h == 0 && l >= 60,
+        "behind 400 kbit/s the viewer should get the low layer only: high {h}, low {l}"
+    );
+    let (h, l) = screen_during(&mut sim, wide, sharer, Duration::from_secs(1));
+    assert!(
+        h >= 80 && l == 0,
+        "the viewer on a free link left high: high {h}, low {l}"
+    );
+    let dropped = sim.clients[narrow].downlink_dropped;
+
+    sim.set_downlink(narrow, None).unwrap();
+    let mut back = None;
+    for second in 0..30 {
+        let (h, _) = screen_during(&mut sim, narrow, sharer, Duration::from_secs(1));
+        if h >= 80 {
+            back = Some(second);
+            break;
+        }
+    }
+    assert!(
+        back.is_some(),
+        "the viewer never climbed back to the high layer in 30 s"
+    );
+    assert!(
+        dropped > 0,
+        "the bottleneck never dropped anything: it was not a bottleneck"
+    );
+    for c in &sim.clients {
+        assert!(!c.closed && !c.dead, "{} lost its session", c.user);
+    }
 }

@@ -5,6 +5,7 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
+    os::fd::AsRawFd,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -16,14 +17,15 @@ use super::{Command, SignalSink, health::Beat, placement::Placement};
 use crate::{
     call::{Protocol, Sfu, SfuConfig, SfuOutput},
     metrics::Metrics,
-    net::{Datagram, MediaNet, ShardSockets, Transport},
+    net::{
+        Datagram, MediaNet, ShardSockets, Transport,
+        udp::{self, Receiver, Sender},
+    },
     shard::stun_shard,
 };
 
-/// Largest datagram read.
-const MAX_DATAGRAM: usize = 2048;
 /// Datagrams read from one socket or inbox before outputs are flushed.
-const BATCH: usize = 64;
+const BATCH: usize = 2 * udp::BATCH;
 /// Learnt remote → shard routes kept per shard, at most (a STUN flood cannot grow it further).
 const MAX_ROUTES: usize = 1 << 16;
 /// A route unused this long is forgotten.
@@ -48,6 +50,7 @@ pub(super) struct ShardParts {
 struct Counters {
     no_session_udp: Counter,
     no_session_tcp: Counter,
+    oversize: Counter,
     queue_full: Counter,
     send_failed_udp: Counter,
     send_failed_tcp: Counter,
@@ -68,6 +71,7 @@ impl Counters {
         Self {
             no_session_udp: dropped("udp", "no_session"),
             no_session_tcp: dropped("tcp", "no_session"),
+            oversize: dropped("udp", "oversize"),
             queue_full: dropped("udp", "shard_queue_full"),
             send_failed_udp: failed("udp"),
             send_failed_tcp: failed("tcp"),
@@ -154,7 +158,9 @@ impl Shard {
     }
 
     async fn event_loop(&mut self, sockets: &[(SocketAddr, UdpSocket)]) {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        // Both hold kernel message headers (not `Send`): they live on the shard's own thread.
+        let mut receiver = Receiver::default();
+        let mut sender = Sender::new(true);
         let mut beat = tokio::time::interval(super::health::BEAT_EVERY);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut prune = tokio::time::interval(ROUTE_IDLE / 4);
@@ -182,23 +188,24 @@ impl Shard {
                 }
                 i = readable(sockets) => {
                     let (local, sock) = &sockets[i];
+                    let local = *local;
                     let now = Instant::now();
-                    for _ in 0..BATCH {
-                        match sock.try_recv_from(&mut buf) {
-                            Ok((n, remote)) => self.udp_datagram(now, *local, remote, &buf[..n]),
+                    for _ in 0..BATCH / udp::BATCH {
+                        match receiver.recv(sock, |remote, data| self.udp_datagram(now, local, remote, data)) {
+                            Ok(r) => self.counters.oversize.inc_by(r.truncated as u64),
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                             Err(e) => {
                                 tracing::debug!(local = %local, error = %e, "udp receive error");
                                 break;
                             }
-                        }
+                        };
                     }
                 }
                 () = sleep => self.sfu.handle_timeout(Instant::now()),
                 _ = beat.tick() => {}
                 _ = prune.tick() => self.prune_routes(Instant::now()),
             }
-            self.flush(sockets);
+            self.flush(sockets, &mut sender);
         }
     }
 
@@ -312,7 +319,7 @@ impl Shard {
     }
 
     /// Acts on everything the core wants done.
-    fn flush(&mut self, sockets: &[(SocketAddr, UdpSocket)]) {
+    fn flush(&mut self, sockets: &[(SocketAddr, UdpSocket)], sender: &mut Sender) {
         while let Some(out) = self.sfu.poll_output() {
             match out {
                 SfuOutput::Transmit {
@@ -322,12 +329,11 @@ impl Shard {
                     data,
                 } => {
                     let local = self.net.local_for(source);
-                    let sent = sockets
-                        .iter()
-                        .find(|(l, _)| *l == local)
-                        .is_some_and(|(_, s)| s.try_send_to(&data, destination).is_ok());
-                    if !sent {
-                        self.counters.send_failed_udp.inc();
+                    match sockets.iter().position(|(l, _)| *l == local) {
+                        Some(i) => sender.push(i, destination, data),
+                        None => {
+                            self.counters.send_failed_udp.inc();
+                        }
                     }
                 }
                 SfuOutput::Transmit {
@@ -348,6 +354,10 @@ impl Shard {
                 } => self.sink.deliver(&group_id, &session_id, msg),
                 SfuOutput::SessionClosed { session_id } => self.placement.release(&session_id),
             }
+        }
+        if !sender.is_empty() {
+            let sent = sender.flush(|i| sockets.get(i).map(|(_, s)| s.as_raw_fd()));
+            self.counters.send_failed_udp.inc_by(sent.failed as u64);
         }
     }
 }

@@ -2,11 +2,12 @@
 //! `SO_REUSEPORT` group with one socket per engine shard and 16 MiB buffers requested (each
 //! shard reads and sends on its own). Passive ICE-TCP on `ice_port_tcp` ([`tcp`]): frames go
 //! to the shard their STUN names. Sends never block (a full socket or queue drops, as UDP
-//! would).
+//! would); [`udp`] batches each shard's reads and sends.
 
 pub mod candidates;
 pub mod stun;
 pub mod tcp;
+pub mod udp;
 
 use std::{
     collections::HashMap,
