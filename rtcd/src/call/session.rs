@@ -277,4 +277,114 @@ impl Session {
     pub(crate) fn is_stable(&self) -> bool {
         matches!(self.signaling, Signaling::Stable)
     }
+
+    /// Signaling: our offer went out; its answer is due within [`ANSWER_TIMEOUT`].
+    pub(crate) fn offer_sent(
+        &mut self,
+        now: Instant,
+        pending: str0m::change::SdpPendingOffer,
+        actions: Vec<TrackAction>,
+    ) {
+        self.offer_outstanding(now, Box::new(pending), now, actions);
+    }
+
+    /// Signaling: an offer (sent at `started`) is outstanding again, with a fresh deadline.
+    pub(crate) fn offer_outstanding(
+        &mut self,
+        now: Instant,
+        pending: Box<str0m::change::SdpPendingOffer>,
+        started: Instant,
+        actions: Vec<TrackAction>,
+    ) {
+        self.signaling = Signaling::ServerOffer {
+            pending,
+            deadline: now + ANSWER_TIMEOUT,
+            started,
+            actions,
+        };
+    }
+
+    /// Signaling: takes the outstanding server offer (back to stable), if there is one:
+    /// (pending, when it was sent, the changes it carries).
+    pub(crate) fn take_offer(
+        &mut self,
+    ) -> Option<(Box<str0m::change::SdpPendingOffer>, Instant, Vec<TrackAction>)> {
+        match std::mem::replace(&mut self.signaling, Signaling::Stable) {
+            Signaling::ServerOffer {
+                pending,
+                started,
+                actions,
+                ..
+            } => Some((pending, started, actions)),
+            other => {
+                self.signaling = other;
+                None
+            }
+        }
+    }
+
+    /// Signaling: the client asks for the DataChannel lock; granted only while stable.
+    pub(crate) fn try_client_lock(&mut self, now: Instant) -> bool {
+        let granted = self.is_stable();
+        if granted {
+            self.signaling = Signaling::ClientLocked { since: now };
+        }
+        granted
+    }
+
+    /// Signaling: releases the client's lock (back to stable); when it was taken, if held.
+    pub(crate) fn release_client_lock(&mut self) -> Option<Instant> {
+        let Signaling::ClientLocked { since } = self.signaling else {
+            return None;
+        };
+        self.signaling = Signaling::Stable;
+        Some(since)
+    }
+
+    /// Queues a viewer's out-track for `source`'s `kind` for the next server offer.
+    pub(crate) fn queue_add(&mut self, source: SessionId, kind: TrackKind) {
+        self.pending_actions.push(TrackAction::Add { source, kind });
+    }
+
+    /// `source` stopped publishing `kinds`: drops queued additions of them and queues the
+    /// removal of those this viewer has; true when a removal was queued.
+    pub(crate) fn queue_removals(&mut self, source: &SessionId, kinds: &[TrackKind]) -> bool {
+        self.pending_actions.retain(
+            |a| !matches!(a, TrackAction::Add { source: s, kind } if s == source && kinds.contains(kind)),
+        );
+        let mut queued = false;
+        for kind in kinds {
+            if self.out_tracks.contains_key(&(source.clone(), *kind)) {
+                self.pending_actions.push(TrackAction::Remove {
+                    source: source.clone(),
+                    kind: *kind,
+                });
+                queued = true;
+            }
+        }
+        queued
+    }
+
+    /// Puts the changes of an offer that did not take effect back in front of the queue.
+    pub(crate) fn requeue(&mut self, actions: Vec<TrackAction>) {
+        self.pending_actions.splice(0..0, actions);
+    }
+
+    /// An unanswered offer never took effect: forgets the out-tracks it added and un-marks
+    /// those it was removing, then queues its changes again.
+    pub(crate) fn offer_lost(&mut self, actions: Vec<TrackAction>) {
+        self.out_tracks.retain(|_, t| t.active);
+        for t in self.out_tracks.values_mut() {
+            t.removing = false;
+        }
+        self.requeue(actions);
+    }
+
+    /// Mute (false) or unmute (true) the voice track; muting resets the voice detector.
+    pub(crate) fn set_voice(&mut self, enabled: bool) {
+        self.voice_enabled = enabled;
+        if !enabled {
+            self.vad.reset();
+        }
+    }
 }

@@ -27,7 +27,7 @@ use layers::count_viewer_layer;
 
 use super::{
     CallId, GroupId, Protocol, SessionConfig, SessionId, SfuOutput,
-    session::{MAX_IMMEDIATE_TIMEOUTS, OFFER_TIMEOUT, Session, Signaling, TrackAction, TrackKind},
+    session::{MAX_IMMEDIATE_TIMEOUTS, OFFER_TIMEOUT, Session, Signaling, TrackKind},
 };
 use crate::{
     lifecycle::SessionGuard,
@@ -466,7 +466,7 @@ impl Sfu {
             Signaling::ServerOffer { deadline, .. } if *deadline <= now => self.offer_timed_out(now, sid),
             Signaling::ClientLocked { since } if *since + super::session::CLIENT_LOCK_TIMEOUT <= now => {
                 tracing::warn!(session = %sid, "client held the signaling lock too long: released");
-                s.signaling = Signaling::Stable;
+                s.release_client_lock();
                 self.maybe_renegotiate(now, sid);
             }
             _ => {}
@@ -600,7 +600,7 @@ impl Sfu {
                         .collect();
                     if let Some(s) = self.sessions.get_mut(sid) {
                         for (source, kind) in publications {
-                            s.pending_actions.push(TrackAction::Add { source, kind });
+                            s.queue_add(source, kind);
                         }
                     }
                     self.maybe_renegotiate(now, sid);

@@ -20,7 +20,7 @@ use super::{Sfu, layers::count_viewer_layer};
 use crate::{
     call::{
         CallId, GroupId, SessionId,
-        session::{OutTrack, StreamSel, TrackAction, TrackKind, VideoSource, mime},
+        session::{OutTrack, StreamSel, TrackKind, VideoSource, mime},
     },
     media::{
         keyframe::{VideoCodec, is_keyframe},
@@ -237,10 +237,7 @@ impl Sfu {
                 continue;
             };
             if ps.tracks_init_done {
-                ps.pending_actions.push(TrackAction::Add {
-                    source: sid.clone(),
-                    kind,
-                });
+                ps.queue_add(sid.clone(), kind);
                 self.maybe_renegotiate(now, &peer);
             }
         }
@@ -264,20 +261,7 @@ impl Sfu {
             let Some(ps) = self.sessions.get_mut(peer) else {
                 continue;
             };
-            ps.pending_actions.retain(
-                |a| !matches!(a, TrackAction::Add { source, kind } if source == sid && kinds.contains(kind)),
-            );
-            let mut changed = false;
-            for kind in kinds {
-                if ps.out_tracks.contains_key(&(sid.clone(), *kind)) {
-                    ps.pending_actions.push(TrackAction::Remove {
-                        source: sid.clone(),
-                        kind: *kind,
-                    });
-                    changed = true;
-                }
-            }
-            if changed {
+            if ps.queue_removals(sid, kinds) {
                 self.maybe_renegotiate(now, peer);
             }
         }
@@ -380,7 +364,7 @@ impl Sfu {
             } else if s.voice_mid.is_none() {
                 // rtcd's OnTrack: the voice track starts enabled.
                 s.voice_mid = Some(mid);
-                s.voice_enabled = true;
+                s.set_voice(true);
                 self.cfg
                     .metrics
                     .rtp_tracks

@@ -15,9 +15,7 @@ use super::{Sfu, group_label, layers::count_viewer_layer};
 use crate::{
     call::{
         SessionId,
-        session::{
-            ANSWER_TIMEOUT, MAX_OFFER_ATTEMPTS, MAX_QUEUED_CANDIDATES, OutTrack, Signaling, TrackAction,
-        },
+        session::{MAX_OFFER_ATTEMPTS, MAX_QUEUED_CANDIDATES, OutTrack, Signaling, TrackAction},
     },
     protocol::{
         dc::{DcMessage, TrackInfo},
@@ -161,30 +159,19 @@ impl Sfu {
         let Some(s) = self.sessions.get_mut(sid) else {
             return Ok(());
         };
-        let Signaling::ServerOffer {
-            pending,
-            started,
-            actions,
-            ..
-        } = std::mem::replace(&mut s.signaling, Signaling::Stable)
-        else {
+        let Some((pending, started, actions)) = s.take_offer() else {
             return Err("unexpected answer: no offer outstanding".into());
         };
         let answer = match SdpAnswer::from_sdp_string(sdp) {
             Ok(a) => a,
             Err(e) => {
-                s.signaling = Signaling::ServerOffer {
-                    pending,
-                    deadline: now + ANSWER_TIMEOUT,
-                    started,
-                    actions,
-                };
+                s.offer_outstanding(now, pending, started, actions);
                 return Err(format!("failed to parse answer: {e}"));
             }
         };
         if let Err(e) = s.rtc.sdp_api().accept_answer(*pending, answer) {
             // The offer is gone; retry its changes with a fresh one.
-            s.pending_actions.splice(0..0, actions);
+            s.requeue(actions);
             self.error_metric(sid, "signaling");
             return Err(format!("failed to accept answer: {e}"));
         }
@@ -250,17 +237,11 @@ impl Sfu {
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
-        let Signaling::ServerOffer { actions, .. } = std::mem::replace(&mut s.signaling, Signaling::Stable)
-        else {
+        let Some((_, _, actions)) = s.take_offer() else {
             return;
         };
         s.offer_attempts += 1;
-        // The unanswered offer never took effect: forget its additions, keep its removals pending.
-        s.out_tracks.retain(|_, t| t.active);
-        for t in s.out_tracks.values_mut() {
-            t.removing = false;
-        }
-        s.pending_actions.splice(0..0, actions);
+        s.offer_lost(actions);
         let attempts = s.offer_attempts;
         tracing::warn!(session = %sid, attempts, "no answer to our offer within 10 s");
         self.error_metric(sid, "signaling_lock_timeout");
@@ -279,10 +260,9 @@ impl Sfu {
         if s.voice_mid.is_none() {
             return;
         }
-        s.voice_enabled = !muted;
+        // rtcd resets the detector on mute, which then reports voice off.
+        s.set_voice(!muted);
         if muted {
-            // rtcd resets the detector, which always reports voice off.
-            s.vad.reset();
             let msg = self.vad_message(sid, false);
             self.out.push_back(msg);
         }
@@ -325,9 +305,8 @@ impl Sfu {
                 let Some(s) = self.sessions.get_mut(sid) else {
                     return;
                 };
-                let granted = s.is_stable();
+                let granted = s.try_client_lock(now);
                 if granted {
-                    s.signaling = Signaling::ClientLocked { since: now };
                     metrics
                         .rtc_signaling_lock_grab_time
                         .get_or_create(&group)
@@ -339,12 +318,11 @@ impl Sfu {
                 let Some(s) = self.sessions.get_mut(sid) else {
                     return;
                 };
-                if let Signaling::ClientLocked { since } = s.signaling {
+                if let Some(since) = s.release_client_lock() {
                     metrics
                         .rtc_signaling_lock_locked_time
                         .get_or_create(&group)
                         .observe(now.duration_since(since).as_secs_f64());
-                    s.signaling = Signaling::Stable;
                     self.maybe_renegotiate(now, sid);
                 }
             }
@@ -422,12 +400,7 @@ impl Sfu {
         let Some((offer, pending)) = api.apply() else {
             return;
         };
-        s.signaling = Signaling::ServerOffer {
-            pending: Box::new(pending),
-            deadline: now + ANSWER_TIMEOUT,
-            started: now,
-            actions: applied,
-        };
+        s.offer_sent(now, pending, applied);
         let via = if s.cfg.dc_signaling && s.dc.is_some() {
             Via::Dc
         } else {
