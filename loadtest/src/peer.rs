@@ -203,6 +203,7 @@ async fn run_inner(
             .to_string()
             .into_bytes(),
     ));
+    let phase = voice_phase(spec.index);
     let layers = if spec.sharer {
         LAYERS
             .iter()
@@ -241,7 +242,10 @@ async fn run_inner(
         screen_started: None,
         tcp,
     };
-    let mut voice = tokio::time::interval(Duration::from_millis(20));
+    // Each talker's 20 ms clock at its own phase, as independent clients' are: started at
+    // join, the ramp's 10 ms join gap put every talker on one of two phases, and their packets
+    // reached the server in bursts of half the talkers at once.
+    let mut voice = tokio::time::interval_at(tokio::time::Instant::now() + phase, Duration::from_millis(20));
     voice.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut buf = vec![0u8; 2048];
     loop {
@@ -587,6 +591,31 @@ impl Peer {
                 .stats
                 .borrow_mut()
                 .sent(self.spec.index, l.stream, sent_ns);
+        }
+    }
+}
+
+/// A participant's voice phase in [0, 20 ms), spread evenly by a multiplicative hash of its
+/// index (deterministic, so runs are comparable).
+fn voice_phase(index: u32) -> Duration {
+    let spread = u64::from(index).wrapping_mul(2_654_435_761) % 20_000;
+    Duration::from_micros(spread)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voice_phases_spread_over_the_20_ms_frame() {
+        let mut quarters = [0u32; 4];
+        for i in 0..400 {
+            let p = voice_phase(i);
+            assert!(p < Duration::from_millis(20));
+            quarters[(p.as_micros() / 5000) as usize] += 1;
+        }
+        for q in quarters {
+            assert!((80..=120).contains(&q), "{quarters:?}");
         }
     }
 }
