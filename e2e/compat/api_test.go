@@ -272,3 +272,49 @@ func TestUnregister(t *testing.T) {
 		t.Errorf("Connect after Unregister succeeded, want an error")
 	}
 }
+
+// TestSessions404Bodies: the sessions API's 404 bodies, word for word, as the
+// plugin (hasCallEnded) and an admin with curl read them: before the client's
+// first call and after its last one rtcd has no group for it; while another
+// call of the client lives, an unknown call is "call not found".
+func TestSessions404Bodies(t *testing.T) {
+	env := getEnv(t)
+	env.requireAdmin(t)
+	h := newHarness(t, env)
+	h.waitHello(t)
+	get := func(path string) (int, string) {
+		code, _, body := env.rawRequest(t, http.MethodGet, path, nil, h.clientID, h.authKey)
+		return code, strings.TrimSpace(string(body))
+	}
+	want := func(path, body string) {
+		t.Helper()
+		code, got := get(path)
+		if code != http.StatusNotFound || got != body {
+			t.Errorf("GET %s = %d %q, want 404 %q", path, code, got, body)
+		}
+	}
+	callA, callB, sid := newID(), newID(), newID()
+	want("/calls/"+callA+"/sessions", "failed to get session configs: group not found")
+	want("/calls/"+callA+"/sessions/"+sid, "failed to get session config: group not found")
+
+	h.send(t, service.ClientMessageJoin, map[string]any{
+		"callID": callA, "userID": newID(), "sessionID": sid, "channelID": newID(),
+		"av1Support": false, "dcSignaling": false,
+	})
+	waitFor(t, "the session in the sessions API", 5*time.Second, func() bool {
+		code, _ := get("/calls/" + callA + "/sessions")
+		return code == http.StatusOK
+	})
+	want("/calls/"+callB+"/sessions", "failed to get session configs: call not found")
+	want("/calls/"+callB+"/sessions/"+sid, "failed to get session config: call not found")
+	want("/calls/"+callA+"/sessions/"+newID(), "failed to get session config: session not found")
+
+	h.send(t, service.ClientMessageLeave, map[string]string{"sessionID": sid})
+	h.waitClose(t, sid, 5*time.Second)
+	waitFor(t, "the call to end", 5*time.Second, func() bool {
+		code, _ := get("/calls/" + callA + "/sessions")
+		return code == http.StatusNotFound
+	})
+	want("/calls/"+callA+"/sessions", "failed to get session configs: group not found")
+	h.checkErrors(t)
+}

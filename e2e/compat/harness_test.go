@@ -51,7 +51,14 @@ type testEnv struct {
 	url      string
 	adminKey string
 	skip     map[string]bool
+	// label names the server under test (run.sh's label: rtcd-ref, rtcd-rs, ...).
+	label string
+	// serverLog is the server's console log (DEBUG), when run.sh gives it.
+	serverLog string
 }
+
+// ours reports whether the server under test is rtcd-rs (not the reference).
+func (e testEnv) ours() bool { return strings.HasPrefix(e.label, "rtcd-rs") }
 
 func getEnv(t *testing.T) testEnv {
 	t.Helper()
@@ -59,7 +66,10 @@ func getEnv(t *testing.T) testEnv {
 	if u == "" {
 		t.Skip("RTCD_URL is not set; run e2e/compat/run.sh <server-binary> <label>")
 	}
-	e := testEnv{url: strings.TrimRight(u, "/"), adminKey: os.Getenv("RTCD_ADMIN_KEY"), skip: map[string]bool{}}
+	e := testEnv{
+		url: strings.TrimRight(u, "/"), adminKey: os.Getenv("RTCD_ADMIN_KEY"), skip: map[string]bool{},
+		label: os.Getenv("COMPAT_LABEL"), serverLog: os.Getenv("COMPAT_SERVER_LOG"),
+	}
 	for _, s := range strings.Split(os.Getenv("COMPAT_SKIP"), ",") {
 		if s = strings.TrimSpace(s); s != "" {
 			e.skip[s] = true

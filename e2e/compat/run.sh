@@ -95,7 +95,7 @@ if [[ -n "${COMPAT_RUN:-}" ]]; then
 fi
 t0=$(date +%s%N)
 RTCD_URL="http://127.0.0.1:$HTTP_PORT" RTCD_ADMIN_KEY="$ADMIN_KEY" COMPAT_SKIP="${COMPAT_SKIP:-}" \
-	COMPAT_FAULT_USER="${COMPAT_FAULT_USER:-}" \
+	COMPAT_FAULT_USER="${COMPAT_FAULT_USER:-}" COMPAT_LABEL="$LABEL" COMPAT_SERVER_LOG="$RUN_DIR/server.log" \
 	"$TEST_BIN" "${test_args[@]}" 2>&1 | tee "$RUN_DIR/test.log"
 status=${PIPESTATUS[0]}
 t1=$(date +%s%N)
@@ -106,7 +106,7 @@ INNER
 
 echo "run: [$label] server=$server_bin test=$test_bin dir=$run_dir" >&2
 set +e
-RUN_DIR="$run_dir" SERVER_BIN="$server_bin" TEST_BIN="$test_bin" ADMIN_KEY="$admin_key" \
+RUN_DIR="$run_dir" SERVER_BIN="$server_bin" TEST_BIN="$test_bin" ADMIN_KEY="$admin_key" LABEL="$label" \
 	HTTP_PORT="$http_port" ICE_PORT="$ice_port" COMPAT_RUN="${COMPAT_RUN:-}" COMPAT_SKIP="${COMPAT_SKIP:-}" \
 	COMPAT_FAULT_USER="${COMPAT_FAULT_USER:-}" COMPAT_SERVER_ENV="${COMPAT_SERVER_ENV:-}" \
 	E2E_LIB="$(cd "$(dirname "${BASH_SOURCE[0]}")/../lib" && pwd)" unshare -n bash "$run_dir/inner.sh"

@@ -741,6 +741,77 @@ async fn after_reconnect_a_sessions_messages_follow_the_new_connection() {
     );
 }
 
+/// The plugin disabled and enabled again mid-call: its new connection (same client ID) sends
+/// no `reconnect`. The session's `close` still reaches the plugin, on that connection, and is
+/// counted; the leave that causes it (and a late one) log nothing at WARN or above.
+#[tokio::test]
+async fn a_close_reaches_the_plugins_new_connection_without_a_reconnect() {
+    let d = admin_daemon("").await;
+    let mut first = client_ws(&d, "mm6").await;
+    first.send(join("call1", "reactivated")).await.unwrap();
+    health_until(&d, r#""sessions":1"#).await;
+    drop(first);
+    let mut second = ws_connect(d.api, &basic("mm6", KEY), None).await.unwrap();
+    assert!(matches!(
+        next_message(&mut second).await,
+        ClientMessage::Hello { .. }
+    ));
+    // Until the server has seen the first connection go, a close would still be sent to it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while gauge(&metrics(&d).await, r#"rtcd_ws_connections_total{clientID="mm6"}"#) != Some(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first connection never went"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    second.send(leave("reactivated")).await.unwrap();
+    // Bounded as a whole: the server's pings keep each read short of its own timeout.
+    let close = tokio::time::timeout(Duration::from_secs(10), next_non_rtc(&mut second))
+        .await
+        .expect("no close reached the new connection within 10 s");
+    assert_eq!(
+        close,
+        ClientMessage::Close {
+            session_id: "reactivated".into()
+        }
+    );
+    // Sent after the close, so the server has handled it once its answer arrives.
+    second.send(leave("reactivated")).await.unwrap();
+    health_until(&d, r#""sessions":0"#).await;
+    let m = metrics(&d).await;
+    assert!(
+        m.contains(r#"rtcd_ws_messages_total{clientID="mm6",type="close",direction="out"} 1"#),
+        "{m}"
+    );
+    let log = log_until(&d, "leave for a session that has gone").await;
+    let loud: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#))
+        .collect();
+    assert!(
+        loud.is_empty(),
+        "a normal plugin re-activation logged:\n{}",
+        loud.join("\n")
+    );
+}
+
+/// The daemon's JSON log file once it contains `want` (polled every 20 ms, at most 5 s).
+async fn log_until(d: &Daemon, want: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = std::fs::read_to_string(d.log_path()).unwrap_or_default();
+        if log.contains(want) {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log never said {want:?}:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn another_client_cannot_touch_a_session() {
     let d = admin_daemon("").await;

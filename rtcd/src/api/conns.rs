@@ -1,7 +1,9 @@
 //! The plugin connections and which connection serves each session (rtcd's `connMap`):
 //! messages go to the session's current connection, `close` to the one that carried the
-//! `join` (as rtcd does). Each connection has a bounded send queue; a connection that cannot
-//! keep up is closed, and its sessions wait for a `reconnect`.
+//! `join` (as rtcd does). When that connection is gone — the plugin was re-activated, which
+//! opens a new connection with the same client ID and sends no `reconnect` — they go to the
+//! client's newest live connection instead of nowhere. Each connection has a bounded send
+//! queue; a connection that cannot keep up is closed.
 
 use std::{
     collections::HashMap,
@@ -23,6 +25,8 @@ pub const SEND_QUEUE: usize = 1024;
 #[derive(Debug)]
 struct Conn {
     client_id: String,
+    /// Registration order: the newest live connection of a client has the highest.
+    seq: u64,
     tx: mpsc::Sender<Vec<u8>>,
     kill: Arc<Notify>,
 }
@@ -38,6 +42,26 @@ struct Route {
 struct Inner {
     conns: HashMap<String, Conn>,
     routes: HashMap<String, Route>,
+    registered: u64,
+}
+
+impl Inner {
+    /// The connection a message for `route` goes to: `close` to the join's connection while
+    /// it lives, anything else to the current one; when that one is gone, the client's newest
+    /// live connection. `None` when the client has none.
+    fn target(&self, route: &Route, is_close: bool) -> Option<String> {
+        if is_close && self.conns.contains_key(&route.join_conn) {
+            return Some(route.join_conn.clone());
+        }
+        if self.conns.contains_key(&route.conn) {
+            return Some(route.conn.clone());
+        }
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.client_id == route.group)
+            .max_by_key(|(_, c)| c.seq)
+            .map(|(id, _)| id.clone())
+    }
 }
 
 /// Every open plugin connection and session route.
@@ -62,10 +86,14 @@ impl ConnRegistry {
 
     /// Adds a connection; `kill` is notified when it must close.
     pub fn register(&self, conn_id: &str, client_id: &str, tx: mpsc::Sender<Vec<u8>>, kill: Arc<Notify>) {
-        self.lock().conns.insert(
+        let mut inner = self.lock();
+        inner.registered += 1;
+        let seq = inner.registered;
+        inner.conns.insert(
             conn_id.to_string(),
             Conn {
                 client_id: client_id.to_string(),
+                seq,
                 tx,
                 kill,
             },
@@ -145,28 +173,35 @@ impl ConnRegistry {
 
 impl SignalSink for ConnRegistry {
     fn deliver(&self, _group: &GroupId, session: &SessionId, msg: ClientMessage) {
-        let route = {
+        let is_close = matches!(msg, ClientMessage::Close { .. });
+        let target = {
             let mut inner = self.lock();
-            if matches!(msg, ClientMessage::Close { .. }) {
+            let route = if is_close {
                 inner.routes.remove(session.as_str())
             } else {
                 inner.routes.get(session.as_str()).cloned()
+            };
+            let Some(route) = route else {
+                tracing::debug!(%session, "no connection for session: message dropped");
+                return;
+            };
+            let target = inner.target(&route, is_close);
+            if let Some(t) = &target
+                && *t != route.conn
+                && *t != route.join_conn
+            {
+                tracing::debug!(%session, conn = %t, "the session's connection is gone: using the client's live one");
+                if let Some(r) = inner.routes.get_mut(session.as_str()) {
+                    // Later messages follow, as after a `reconnect`.
+                    r.conn.clone_from(t);
+                }
             }
+            target
         };
-        let Some(route) = route else {
-            tracing::debug!(%session, "no connection for session: message dropped");
-            return;
-        };
-        // rtcd sends `close` to the connection that carried the join; when that one is gone
-        // (the plugin reconnected), the current one gets it instead of nobody.
-        let is_close = matches!(msg, ClientMessage::Close { .. });
-        let target = if is_close && self.lock().conns.contains_key(&route.join_conn) {
-            &route.join_conn
-        } else {
-            &route.conn
-        };
-        if !self.send_to_conn(target, &msg) {
-            tracing::debug!(%session, conn = %target, "connection gone: message dropped");
+        match target {
+            Some(t) if self.send_to_conn(&t, &msg) => {}
+            Some(t) => tracing::debug!(%session, conn = %t, "connection gone: message dropped"),
+            None => tracing::debug!(%session, "the client has no live connection: message dropped"),
         }
     }
 }
@@ -252,5 +287,38 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(1), kill2.notified())
             .await
             .unwrap();
+    }
+
+    #[test]
+    fn with_its_connections_gone_a_session_is_served_by_its_clients_newest_live_one() {
+        let reg = ConnRegistry::new(Arc::new(Metrics::new()));
+        let (tx1, _rx1) = mpsc::channel(4);
+        let (tx2, mut rx2) = mpsc::channel(4);
+        let (tx3, mut rx3) = mpsc::channel(4);
+        let (tx4, mut rx4) = mpsc::channel(4);
+        reg.register("old", "client", tx1, Arc::new(Notify::new()));
+        reg.bind("s", "client", "old");
+        reg.unregister("old");
+        reg.register("other", "another-client", tx4, Arc::new(Notify::new()));
+        reg.register("new1", "client", tx2, Arc::new(Notify::new()));
+        reg.register("new2", "client", tx3, Arc::new(Notify::new()));
+        let (g, s) = (GroupId::from("client"), SessionId::from("s"));
+        reg.deliver(&g, &s, ClientMessage::Vad(Default::default()));
+        assert!(rx3.try_recv().is_ok(), "the newest live connection of the client");
+        assert!(rx2.try_recv().is_err() && rx4.try_recv().is_err());
+        // The route followed: new2 goes away, so the close goes to new1, never to another client.
+        reg.unregister("new2");
+        reg.deliver(
+            &g,
+            &s,
+            ClientMessage::Close {
+                session_id: "s".into(),
+            },
+        );
+        assert!(rx2.try_recv().is_ok());
+        assert!(rx4.try_recv().is_err(), "never to another client's connection");
+        // The route is gone with the close.
+        reg.deliver(&g, &s, ClientMessage::Vad(Default::default()));
+        assert!(rx2.try_recv().is_err());
     }
 }

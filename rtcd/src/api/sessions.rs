@@ -77,6 +77,16 @@ async fn client(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> Resu
     }
 }
 
+/// What rtcd names as missing for a call without sessions: the group, when the client has no
+/// call at all (rtcd forgets a group with its last call), else the call.
+fn missing(state: &AppState, group: &GroupId) -> &'static str {
+    if state.engine.has_group(group) {
+        "call not found"
+    } else {
+        "group not found"
+    }
+}
+
 async fn lookup(state: &AppState, group: GroupId, call: &str) -> Result<Vec<SessionConfig>, Response> {
     match state.engine.sessions(group, CallId::from(call.to_string())).await {
         Ok(v) => Ok(v),
@@ -95,10 +105,10 @@ pub(super) async fn list(
         Ok(g) => g,
         Err(r) => return r,
     };
-    match lookup(&state, group, &call_id).await {
+    match lookup(&state, group.clone(), &call_id).await {
         Ok(v) if v.is_empty() => text(
             StatusCode::NOT_FOUND,
-            "failed to get session configs: call not found",
+            &format!("failed to get session configs: {}", missing(&state, &group)),
         ),
         Ok(v) => Json(v.into_iter().map(SessionJson::from).collect::<Vec<_>>()).into_response(),
         Err(r) => r,
@@ -116,7 +126,11 @@ pub(super) async fn one(
         Ok(g) => g,
         Err(r) => return r,
     };
-    match lookup(&state, group, &call_id).await {
+    match lookup(&state, group.clone(), &call_id).await {
+        Ok(v) if v.is_empty() => text(
+            StatusCode::NOT_FOUND,
+            &format!("failed to get session config: {}", missing(&state, &group)),
+        ),
         Ok(v) => match v.into_iter().find(|c| c.session_id.as_str() == session_id) {
             Some(c) => Json(SessionJson::from(c)).into_response(),
             None => text(

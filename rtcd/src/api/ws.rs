@@ -145,7 +145,8 @@ async fn serve(socket: WebSocket, state: AppState, client_id: String) {
                 }
                 Ok(None) => return None,
                 Ok(Some(Err(e))) => {
-                    tracing::error!(conn = %conn_id, error = %e, "ws: read failed");
+                    // A reset or a cut connection: the plugin reconnects on its own.
+                    tracing::info!(conn = %conn_id, error = %e, "ws: read failed");
                     let text = e.to_string();
                     let too_big = text.contains("too long") || text.contains("Space limit");
                     return too_big.then(|| CloseFrame {
@@ -178,7 +179,7 @@ async fn serve(socket: WebSocket, state: AppState, client_id: String) {
     }
     state.conns.unregister(&conn_id);
     gauge.dec();
-    tracing::warn!(conn = %conn_id, client = %client_id, "mattermost client disconnected");
+    tracing::info!(conn = %conn_id, client = %client_id, "mattermost client disconnected");
 }
 
 /// One binary frame from the plugin.
@@ -186,7 +187,7 @@ fn frame(state: &AppState, client_id: &str, conn_id: &str, bytes: &[u8]) {
     let msg = match ClientMessage::decode(bytes) {
         Ok(m) => m,
         Err(e) => {
-            tracing::error!(conn = conn_id, error = %e, "failed to unpack data");
+            tracing::warn!(conn = conn_id, error = %e, "failed to unpack data");
             return;
         }
     };
@@ -237,7 +238,7 @@ fn frame(state: &AppState, client_id: &str, conn_id: &str, bytes: &[u8]) {
         other => Err(format!("unexpected client message type: {}", other.type_name())),
     };
     if let Err(e) = result {
-        tracing::error!(conn = conn_id, client = client_id, error = %e, "failed to handle message");
+        tracing::warn!(conn = conn_id, client = client_id, error = %e, "failed to handle message");
     }
 }
 

@@ -367,7 +367,11 @@ impl Sfu {
                 self.drain(now);
                 Ok(())
             }
-            _ => Err(format!("failed to close session: session {session} not found")),
+            _ => {
+                // The client's own close often beats the plugin's leave: rtcd's no-op.
+                tracing::debug!(%session, "leave for a session that has gone: nothing to do");
+                Ok(())
+            }
         }
     }
 
@@ -382,7 +386,12 @@ impl Sfu {
         let sid = SessionId::from(msg.session_id.clone());
         match self.sessions.get(&sid) {
             Some(s) if &s.cfg.group_id == group => {}
-            _ => return Err(format!("session not found: {sid}")),
+            _ => {
+                // A late candidate, mute or answer for a session that has ended (or belongs to
+                // another client): nothing to act on.
+                tracing::debug!(session = %sid, kind = ?kind, "rtc message for a session that has gone: dropped");
+                return Ok(());
+            }
         }
         let result = self.contained(now, &sid, |sfu| sfu.rtc_message_for(now, &sid, kind, &msg));
         self.drain(now);
@@ -445,7 +454,7 @@ impl Sfu {
             tracing::debug!(session = %sid, error = %e, "timeout input failed");
         }
         if s.offer_deadline.is_some_and(|d| d <= now) {
-            tracing::warn!(session = %sid, "no offer within 10 s of join: closing");
+            tracing::info!(session = %sid, "no offer within 10 s of join: closing");
             self.error_metric(sid, "signaling");
             self.close_session(now, sid, "offer timeout");
             return;
@@ -465,7 +474,7 @@ impl Sfu {
         match &s.signaling {
             Signaling::ServerOffer { deadline, .. } if *deadline <= now => self.offer_timed_out(now, sid),
             Signaling::ClientLocked { since } if *since + super::session::CLIENT_LOCK_TIMEOUT <= now => {
-                tracing::warn!(session = %sid, "client held the signaling lock too long: released");
+                tracing::info!(session = %sid, "client held the signaling lock too long: released");
                 s.release_client_lock();
                 self.maybe_renegotiate(now, sid);
             }
@@ -539,7 +548,7 @@ impl Sfu {
             self.handle_event(now, sid, e);
         }
         if let Some(e) = failure {
-            tracing::warn!(session = %sid, error = %e, "peer failed");
+            tracing::info!(session = %sid, error = %e, "peer failed");
             self.error_metric(sid, "rtp");
             self.close_session(now, sid, "peer error");
         }

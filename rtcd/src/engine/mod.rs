@@ -124,7 +124,12 @@ impl EngineHandle {
         sent
     }
 
-    /// The sessions of a call.
+    /// Whether the group (client ID) has a call with a session on any shard.
+    pub fn has_group(&self, group: &GroupId) -> bool {
+        self.placement.has_group(group)
+    }
+
+    /// `GET /calls/{callID}/sessions`: the call's sessions (empty when it has none).
     pub async fn sessions(&self, group: GroupId, call: CallId) -> Result<Vec<SessionConfig>, EngineBusy> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Sessions { group, call, reply })?;

@@ -109,6 +109,11 @@ impl Placement {
         self.lock().sessions.get(sid).map(|(s, _)| *s)
     }
 
+    /// Whether the group has any call with a session (rtcd forgets a group with its last call).
+    pub(super) fn has_group(&self, group: &GroupId) -> bool {
+        self.lock().calls.keys().any(|(g, _)| g == group)
+    }
+
     /// The shard a call lives on.
     pub(super) fn call(&self, group: &GroupId, call: &CallId) -> Option<usize> {
         self.lock()

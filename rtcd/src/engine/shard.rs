@@ -314,7 +314,8 @@ impl Shard {
             }
         };
         if let Err(e) = result {
-            tracing::error!(error = %e, "failed to handle message");
+            // A client's message we cannot act on: the client's problem, not the operator's.
+            tracing::warn!(error = %e, "failed to handle message");
         }
     }
 

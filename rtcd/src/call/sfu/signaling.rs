@@ -243,7 +243,7 @@ impl Sfu {
         s.offer_attempts += 1;
         s.offer_lost(actions);
         let attempts = s.offer_attempts;
-        tracing::warn!(session = %sid, attempts, "no answer to our offer within 10 s");
+        tracing::info!(session = %sid, attempts, "no answer to our offer within 10 s");
         self.error_metric(sid, "signaling_lock_timeout");
         if attempts >= MAX_OFFER_ATTEMPTS {
             self.close_session(now, sid, "renegotiation timeout");
