@@ -163,6 +163,10 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
+    // The drain's last `close` messages are queued: let the connections write them.
+    if !state.conns.wait_sent(HTTP_GRACE).await {
+        tracing::info!("some plugin messages were still unsent at exit");
+    }
     control.graceful_shutdown(Some(HTTP_GRACE));
     let _ = tokio::time::timeout(HTTP_GRACE * 2, async {
         while servers.join_next().await.is_some() {}

@@ -7,7 +7,11 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
 use tokio::sync::{Notify, mpsc};
@@ -69,6 +73,8 @@ impl Inner {
 pub struct ConnRegistry {
     inner: Mutex<Inner>,
     metrics: Arc<Metrics>,
+    /// Frames queued on any connection and not yet written (or dropped) by its writer.
+    unsent: AtomicUsize,
 }
 
 impl ConnRegistry {
@@ -77,6 +83,30 @@ impl ConnRegistry {
         Self {
             inner: Mutex::default(),
             metrics,
+            unsent: AtomicUsize::new(0),
+        }
+    }
+
+    /// A connection's writer is done with `n` queued frames (written, failed or dropped).
+    pub fn frames_done(&self, n: usize) {
+        // Never below zero, whatever the order of the counts.
+        let _ = self
+            .unsent
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| Some(u.saturating_sub(n)));
+    }
+
+    /// Waits (at most `limit`) until every queued frame was written: before the process exits,
+    /// so the last `close` of a drain reaches the plugin.
+    pub async fn wait_sent(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.unsent.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -135,6 +165,7 @@ impl ConnRegistry {
         let Some(conn) = inner.conns.get(conn_id) else {
             return false;
         };
+        self.unsent.fetch_add(1, Ordering::AcqRel);
         match conn.tx.try_send(msg.encode()) {
             Ok(()) => {
                 self.metrics
@@ -148,11 +179,15 @@ impl ConnRegistry {
                 true
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.frames_done(1);
                 tracing::warn!(conn = conn_id, client = %conn.client_id, "send queue full: closing slow connection");
                 conn.kill.notify_one();
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.frames_done(1);
+                false
+            }
         }
     }
 }
@@ -320,5 +355,36 @@ mod tests {
         // The route is gone with the close.
         reg.deliver(&g, &s, ClientMessage::Vad(Default::default()));
         assert!(rx2.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn the_exit_waits_for_queued_frames_until_their_writer_is_done_with_them() {
+        let reg = ConnRegistry::new(Arc::new(Metrics::new()));
+        let (tx, _rx) = mpsc::channel(4);
+        reg.register("c", "client", tx, Arc::new(Notify::new()));
+        assert!(reg.wait_sent(Duration::from_millis(10)).await, "nothing queued");
+        reg.send_to_conn(
+            "c",
+            &ClientMessage::Close {
+                session_id: "s".into(),
+            },
+        );
+        assert!(
+            !reg.wait_sent(Duration::from_millis(50)).await,
+            "a frame is queued"
+        );
+        reg.frames_done(1);
+        assert!(reg.wait_sent(Duration::from_millis(10)).await);
+        // A frame to a connection whose writer is gone is not waited for.
+        let (tx2, rx2) = mpsc::channel(4);
+        reg.register("gone", "client", tx2, Arc::new(Notify::new()));
+        drop(rx2);
+        assert!(!reg.send_to_conn(
+            "gone",
+            &ClientMessage::Close {
+                session_id: "s".into()
+            }
+        ));
+        assert!(reg.wait_sent(Duration::from_millis(10)).await);
     }
 }

@@ -111,23 +111,36 @@ async fn serve(socket: WebSocket, state: AppState, client_id: String) {
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
         let mut close = None;
         loop {
-            let msg = tokio::select! {
+            let (msg, queued) = tokio::select! {
                 frame = rx.recv() => match frame {
-                    Some(f) => Message::Binary(Bytes::from(f)),
+                    Some(f) => (Message::Binary(Bytes::from(f)), true),
                     None => break,
                 },
-                _ = ping.tick() => Message::Ping(Bytes::new()),
+                _ = ping.tick() => (Message::Ping(Bytes::new()), false),
                 () = kill.notified() => break,
                 frame = &mut close_rx => {
                     close = frame.ok();
                     break;
                 }
             };
-            match tokio::time::timeout(WRITE_TIMEOUT, sink.send(msg)).await {
-                Ok(Ok(())) => {}
-                _ => break,
+            let sent = matches!(
+                tokio::time::timeout(WRITE_TIMEOUT, sink.send(msg)).await,
+                Ok(Ok(()))
+            );
+            if queued {
+                state.conns.frames_done(1);
+            }
+            if !sent {
+                break;
             }
         }
+        // What is still queued will never be written.
+        rx.close();
+        let mut dropped = 0;
+        while rx.try_recv().is_ok() {
+            dropped += 1;
+        }
+        state.conns.frames_done(dropped);
         if let Some(frame) = close {
             let _ =
                 tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;

@@ -129,9 +129,13 @@ pub enum SfuOutput {
         /// The message.
         msg: ClientMessage,
     },
-    /// A session ended (left, timed out, failed or panicked): the engine forgets where it lived.
+    /// A session ended (left, timed out, failed or panicked): the engine forgets where it lived,
+    /// then drops `guard`, which ends the session for the drain — after the outputs before this
+    /// one (its `close` above all) were handed on, so a drain never exits ahead of them.
     SessionClosed {
         /// The session.
         session_id: SessionId,
+        /// The session's drain guard (none for sessions made without one, as in tests).
+        guard: Option<crate::lifecycle::SessionGuard>,
     },
 }

@@ -244,7 +244,8 @@ pub(crate) struct Session {
     /// When the rtc wants `Input::Timeout`.
     pub(crate) rtc_deadline: Instant,
     pub(crate) timer_gen: u64,
-    pub(crate) _guard: Option<SessionGuard>,
+    /// Ends the session for the drain when dropped: handed to the engine with `SessionClosed`.
+    pub(crate) guard: Option<SessionGuard>,
 }
 
 impl std::fmt::Debug for Session {

@@ -351,7 +351,7 @@ impl Sfu {
                 remotes: Vec::new(),
                 rtc_deadline: now,
                 timer_gen: 0,
-                _guard: guard,
+                guard,
             },
         );
         self.mark_dirty(&sid);
@@ -792,6 +792,7 @@ impl Sfu {
         });
         self.out.push_back(SfuOutput::SessionClosed {
             session_id: sid.clone(),
+            guard: s.guard.take(),
         });
     }
 

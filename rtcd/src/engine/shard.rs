@@ -353,7 +353,11 @@ impl Shard {
                     session_id,
                     msg,
                 } => self.sink.deliver(&group_id, &session_id, msg),
-                SfuOutput::SessionClosed { session_id } => self.placement.release(&session_id),
+                SfuOutput::SessionClosed { session_id, guard } => {
+                    self.placement.release(&session_id);
+                    // Its `close` is already queued on the plugin's connection.
+                    drop(guard);
+                }
             }
         }
         if !sender.is_empty() {
