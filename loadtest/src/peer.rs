@@ -14,6 +14,7 @@ use rtcd::protocol::{
     rtc::{RtcMessage, RtcType},
     ws::{ClientMessage, Join},
 };
+use rtcd::sim::KeyframeClock;
 use str0m::{
     Candidate, Event, IceConnectionState, Input, Output, Rtc,
     change::{SdpAnswer, SdpOffer, SdpPendingOffer},
@@ -81,8 +82,7 @@ struct Layer {
     seq: u64,
     probe_seq: u32,
     picture_id: u16,
-    keyframe_due: bool,
-    last_keyframe: Option<Instant>,
+    keyframes: KeyframeClock,
 }
 
 struct Peer {
@@ -218,8 +218,7 @@ async fn run_inner(
                     seq: 1,
                     probe_seq: 0,
                     picture_id: (spec.index as u16).wrapping_mul(7919) & 0x7fff,
-                    keyframe_due: true,
-                    last_keyframe: None,
+                    keyframes: KeyframeClock::new(KEYFRAME_EVERY),
                 }
             })
             .collect()
@@ -445,7 +444,7 @@ impl Peer {
             Event::KeyframeRequest(r) => {
                 for l in &mut self.layers {
                     if r.rid.is_none_or(|rid| rid == l.rid) && Some(r.mid) == self.screen_mid {
-                        l.keyframe_due = true;
+                        l.keyframes.request();
                     }
                 }
             }
@@ -560,13 +559,7 @@ impl Peer {
         let Some(tx) = api.stream_tx_by_mid(mid, Some(l.rid)) else {
             return;
         };
-        let key = l.keyframe_due
-            || l.last_keyframe
-                .is_none_or(|t| now.duration_since(t) >= KEYFRAME_EVERY);
-        if key {
-            l.keyframe_due = false;
-            l.last_keyframe = Some(now);
-        }
+        let key = l.keyframes.next_is_key(now);
         l.picture_id = (l.picture_id + 1) & 0x7fff;
         let rtp_time = (now.duration_since(started).as_micros() * 90 / 1000) as u32;
         for i in 0..l.packets {

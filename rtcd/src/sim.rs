@@ -82,6 +82,41 @@ impl Default for Behaviour {
     }
 }
 
+/// When a simulated publisher's video layer sends a keyframe: when asked for one, or when the
+/// last is `every` old (the first frame always is one). Shared with the load generator's peers.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyframeClock {
+    every: Duration,
+    due: bool,
+    last: Option<Instant>,
+}
+
+impl KeyframeClock {
+    /// A clock that sends a keyframe every `every` unless asked sooner.
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            due: false,
+            last: None,
+        }
+    }
+
+    /// A keyframe was asked for (PLI/FIR): the next frame is one.
+    pub fn request(&mut self) {
+        self.due = true;
+    }
+
+    /// Whether the frame sent at `now` is a keyframe; if it is, it counts as the last one.
+    pub fn next_is_key(&mut self, now: Instant) -> bool {
+        let key = self.due || self.last.is_none_or(|t| now.duration_since(t) >= self.every);
+        if key {
+            self.due = false;
+            self.last = Some(now);
+        }
+        key
+    }
+}
+
 /// One simulcast layer a sharer sends.
 #[derive(Debug)]
 struct ScreenLayer {
@@ -89,8 +124,7 @@ struct ScreenLayer {
     packets: usize,
     bytes: usize,
     seq: u64,
-    keyframe_due: bool,
-    last_keyframe: Option<Instant>,
+    keyframes: KeyframeClock,
 }
 
 /// One simulated participant.
@@ -118,8 +152,6 @@ pub struct Client {
     downlink_free_at: Instant,
     /// Datagrams the downlink's queue dropped.
     pub downlink_dropped: u64,
-    /// Datagrams delivered to it.
-    pub datagrams_in: u64,
     pending: Option<SdpPendingOffer>,
     dc: Option<ChannelId>,
     voice_seq: u64,
@@ -276,8 +308,7 @@ impl Sim {
                     packets: *packets,
                     bytes: *bytes,
                     seq: 1,
-                    keyframe_due: true,
-                    last_keyframe: None,
+                    keyframes: KeyframeClock::new(KEYFRAME_EVERY),
                 })
                 .collect(),
             screen_started: None,
@@ -285,7 +316,6 @@ impl Sim {
             downlink_bps: None,
             downlink_free_at: self.now,
             downlink_dropped: 0,
-            datagrams_in: 0,
             pending: Some(pending),
             dc: None,
             voice_seq: 0,
@@ -508,7 +538,6 @@ impl Sim {
         if c.dead {
             return Ok(());
         }
-        c.datagrams_in += 1;
         let Ok(recv) = Receive::new(Protocol::Udp, from, to, data) else {
             return Ok(());
         };
@@ -582,7 +611,7 @@ impl Sim {
             Event::KeyframeRequest(r) => {
                 for l in &mut c.screen_layers {
                     if Some(r.mid) == c.screen_mid && r.rid.is_none_or(|rid| rid == l.rid) {
-                        l.keyframe_due = true;
+                        l.keyframes.request();
                     }
                 }
             }
@@ -706,13 +735,7 @@ fn send_frame(c: &mut Client, now: Instant) {
         let Some(tx) = api.stream_tx_by_mid(mid, Some(l.rid)) else {
             continue;
         };
-        let key = l.keyframe_due
-            || l.last_keyframe
-                .is_none_or(|t| now.duration_since(t) >= KEYFRAME_EVERY);
-        if key {
-            l.keyframe_due = false;
-            l.last_keyframe = Some(now);
-        }
+        let key = l.keyframes.next_is_key(now);
         let rid = l.rid.as_bytes().first().copied().unwrap_or(b'?');
         for k in 0..l.packets {
             let mut payload = vec![0u8; l.bytes];

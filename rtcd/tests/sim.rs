@@ -9,7 +9,7 @@ use std::time::Duration;
 use rtcd::{
     call::Faults,
     protocol::dc::DcMessage,
-    sim::{Behaviour, Sim},
+    sim::{Behaviour, KeyframeClock, Sim},
 };
 
 const TALK: Behaviour = Behaviour {
@@ -344,4 +344,21 @@ fn a_screen_viewer_behind_a_bottleneck_moves_to_the_low_layer_and_back() {
     for c in &sim.clients {
         assert!(!c.closed && !c.dead, "{} lost its session", c.user);
     }
+}
+
+#[test]
+fn a_keyframe_clock_sends_the_first_frame_asked_frames_and_one_every_period() {
+    let t0 = std::time::Instant::now();
+    let ms = |n| t0 + Duration::from_millis(n);
+    let mut k = KeyframeClock::new(Duration::from_secs(3));
+    assert!(k.next_is_key(ms(0)), "the first frame");
+    assert!(!k.next_is_key(ms(33)));
+    k.request();
+    assert!(k.next_is_key(ms(66)), "asked for");
+    assert!(!k.next_is_key(ms(100)));
+    assert!(
+        !k.next_is_key(ms(3065)),
+        "3 s after the last keyframe, not the first"
+    );
+    assert!(k.next_is_key(ms(3066)));
 }

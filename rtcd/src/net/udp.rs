@@ -171,11 +171,6 @@ impl Sender {
         });
     }
 
-    /// Datagrams queued.
-    pub fn len(&self) -> usize {
-        self.queue.len()
-    }
-
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
