@@ -27,6 +27,9 @@
 #            a random 15% drop (or tbf) towards it for 8 s forces a
 #            down-switch; its RTP log must show one SSRC and continuous
 #            seq/timestamp/PictureID across switches (labels with "ref": log only)
+#   firstframe  A (joined muted) unmutes, turns its camera and its simulcast screen on and
+#            off; B's first audio and first decoded frame are timed from A's action
+#            (firstframe.mjs); prints "FIRSTFRAME {json}" for scripts/browser.sh
 # Every scenario but audio ends with "PASS [label] <scenario> (..)" or
 # "FAIL [label] <scenario> ..".
 #
@@ -47,15 +50,15 @@
 set -euo pipefail
 
 if [[ $# -lt 2 || $# -gt 3 ]]; then
-	echo "usage: $0 <path-to-server-binary> <label> [audio|ice-tcp|turn|mixed|camera|camera-av1|screen|loss|werift]" >&2
+	echo "usage: $0 <path-to-server-binary> <label> [audio|ice-tcp|turn|mixed|camera|camera-av1|screen|loss|werift|firstframe]" >&2
 	exit 2
 fi
 server_bin="$(readlink -f "$1")"
 label="$2"
 scenario="${3:-${E2E_SCENARIO:-audio}}"
 case "$scenario" in
-audio | ice-tcp | turn | mixed | camera | camera-av1 | screen | loss | werift) ;;
-*) echo "run: unknown scenario $scenario (audio, ice-tcp, turn, mixed, camera, camera-av1, screen, loss, werift)" >&2; exit 2 ;;
+audio | ice-tcp | turn | mixed | camera | camera-av1 | screen | loss | werift | firstframe) ;;
+*) echo "run: unknown scenario $scenario (audio, ice-tcp, turn, mixed, camera, camera-av1, screen, loss, werift, firstframe)" >&2; exit 2 ;;
 esac
 [[ -x "$server_bin" ]] || { echo "run: $1 is not an executable file" >&2; exit 2; }
 [[ "$label" =~ ^[A-Za-z0-9._-]+$ ]] || { echo "run: label must match [A-Za-z0-9._-]+" >&2; exit 2; }

@@ -25,6 +25,8 @@
 //            after the pages have joined; screen and loss run page B in a
 //            second Chromium inside B's own network namespace (E2E_B_CHROMIUM,
 //            E2E_B_RELAY_URL) and shape its downlink (E2E_SHAPE_DEV)
+//   firstframe  (firstframe.mjs) A unmutes, turns its camera and screen share on;
+//            B's first audio and first decoded frame are timed ("FIRSTFRAME {..}")
 //   werift   (werift.mjs) page A's simulcast screen share viewed by a werift
 //            peer (werift-viewer.mjs) started in B's namespace through
 //            E2E_B_NETNS_EXEC; its packet log is checked for one SSRC and
@@ -52,6 +54,7 @@ import readline from 'node:readline';
 
 import {chromium} from 'playwright-core';
 
+import {firstFrameScenarios} from './firstframe.mjs';
 import {shaping, videoScenarios, videoSummary} from './video.mjs';
 import {weriftScenarios} from './werift.mjs';
 
@@ -186,6 +189,13 @@ const SCENARIOS = {
     // camera, camera-av1, screen, loss (video.mjs): each has a flow that sets the verdict.
     ...videoScenarios({
         out, sleep, bounded, statsSeconds, shapeDev, rtcdURL, serverLabel,
+        setVerdict: (pass, reason) => {
+            verdict = {pass, reason};
+        },
+    }),
+    // firstframe (firstframe.mjs): action on A -> first audio / decoded frame on B, timed.
+    ...firstFrameScenarios({
+        out, sleep, bounded, serverLabel,
         setVerdict: (pass, reason) => {
             verdict = {pass, reason};
         },

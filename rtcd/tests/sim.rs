@@ -346,6 +346,45 @@ fn a_screen_viewer_behind_a_bottleneck_moves_to_the_low_layer_and_back() {
     }
 }
 
+/// A viewer who starts watching while the sharer's latest keyframe is young gets that keyframe
+/// and what followed it at once, from the server's buffer: its first packets arrive before any
+/// keyframe request has gone to the sharer (without the buffer, the viewer waits for a
+/// requested one).
+#[test]
+fn a_new_viewer_starts_on_the_buffered_keyframe_without_asking_for_one() {
+    let mut sim = Sim::new(Faults::default());
+    let sharer = sim.join("call", "sharer", SHARES).unwrap();
+    // The sharer's first keyframe goes out as its share starts; the viewer comes 300 ms later,
+    // well before the next one (every 3 s).
+    sim.run_for(Duration::from_millis(300)).unwrap();
+    let viewer = sim.join("call", "viewer", WATCHES).unwrap();
+    let tag = sim.clients[sharer].tag;
+    let requests = |sim: &Sim| {
+        metric(
+            sim,
+            r#"rtcd_rtc_keyframe_requests_total{groupID="sim-group",direction="out"}"#,
+        )
+    };
+    let mut first = None;
+    for step in 0..200 {
+        sim.run_for(Duration::from_millis(5)).unwrap();
+        let v = &sim.clients[viewer];
+        if v.screen_packets(tag, b'h') + v.screen_packets(tag, b'l') > 0 {
+            first = Some((step, requests(&sim)));
+            break;
+        }
+    }
+    let Some((step, asked)) = first else {
+        panic!("the viewer got no screen packet within 1 s of joining");
+    };
+    assert_eq!(
+        asked,
+        0,
+        "the viewer's first screen packets came {} ms after it joined, after {asked} keyframe request(s)",
+        (step + 1) * 5
+    );
+}
+
 #[test]
 fn a_keyframe_clock_sends_the_first_frame_asked_frames_and_one_every_period() {
     let t0 = std::time::Instant::now();

@@ -3,6 +3,7 @@
 
 use std::{
     net::SocketAddr,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -12,12 +13,14 @@ use str0m::{
     Rtc,
     channel::ChannelId,
     media::{Mid, Pt, Rid},
+    rtp::ExtensionValues,
 };
 
 use super::{SessionConfig, SessionId};
 use crate::{
     lifecycle::SessionGuard,
     media::{
+        gop::Gop,
         keyframe::VideoCodec,
         rebase::SeqRebase,
         simulcast::{Layer, LayerPolicy, QueueDelay, RateMonitor},
@@ -78,11 +81,48 @@ impl TrackKind {
 /// One incoming video stream of a publisher: codec and simulcast layer.
 pub(crate) type StreamSel = (VideoCodec, Option<Rid>);
 
+/// A video packet as forwarded: what a viewer's out-stream is written from.
+#[derive(Debug, Clone)]
+pub(crate) struct Fwd {
+    /// The source's extended sequence number and RTP time.
+    pub(crate) seq_no: u64,
+    pub(crate) rtp_time: u32,
+    pub(crate) marker: bool,
+    /// When it arrived.
+    pub(crate) at: Instant,
+    pub(crate) payload: Arc<[u8]>,
+    /// The header extensions it keeps.
+    pub(crate) ext: ExtensionValues,
+    /// It starts a keyframe.
+    pub(crate) keyframe: bool,
+}
+
+/// One incoming video stream of a publisher.
+#[derive(Debug)]
+pub(crate) struct InStream {
+    /// The m-line it arrives on.
+    pub(crate) mid: Mid,
+    /// Its measured rate.
+    pub(crate) rate: RateMonitor,
+    /// Its packets since the latest keyframe began, for a viewer starting mid-keyframe.
+    pub(crate) gop: Gop<Fwd>,
+}
+
+impl InStream {
+    pub(crate) fn new(mid: Mid, window: Duration) -> Self {
+        Self {
+            mid,
+            rate: RateMonitor::new(window),
+            gop: Gop::default(),
+        }
+    }
+}
+
 /// What a publisher sends for one video track kind.
 #[derive(Debug, Default)]
 pub(crate) struct VideoSource {
-    /// (codec, rid) → the m-line it arrives on and its measured rate.
-    pub(crate) streams: HashMap<StreamSel, (Mid, RateMonitor)>,
+    /// (codec, rid) → the stream.
+    pub(crate) streams: HashMap<StreamSel, InStream>,
 }
 
 impl VideoSource {
@@ -98,7 +138,7 @@ impl VideoSource {
         let rid = Rid::from(layer.rid());
         self.streams
             .get(&(codec, Some(rid)))
-            .and_then(|(_, m)| m.rate_bps())
+            .and_then(|st| st.rate.rate_bps())
     }
 }
 
@@ -134,6 +174,9 @@ pub(crate) struct OutTrack {
     /// After a congestion down-switch: the new layer is sent only from this time on, so the
     /// bottleneck queue drains and its keyframe is not lost.
     pub(crate) switch_not_before: Option<Instant>,
+    /// Video: a stream has been forwarded to this track (its first frame may come from any
+    /// layer; see `Sfu::forward_video`).
+    pub(crate) started: bool,
     /// This shard's `rtcd_rtc_rtp_tracks_writes_time` handle for the track, once negotiated.
     pub(crate) writes: Option<std::sync::Arc<crate::metrics::WriteTimer>>,
 }
@@ -172,6 +215,7 @@ impl OutTrack {
             },
             vp8: PictureIdRewrite::default(),
             switch_not_before: None,
+            started: false,
             writes: None,
         }
     }

@@ -4,27 +4,24 @@
 //! keyframe requests (a new viewer, a switch, a viewer's PLI/FIR; at most one a second per
 //! source stream). Which layer each viewer gets is decided in [`super::layers`].
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use str0m::{
     Rtc,
     format::Codec,
     media::{KeyframeRequestKind, MediaKind, Mid, Rid},
-    rtp::{ExtensionValues, RtpPacket, RtpWrite, Vp8Descriptor, Vp8Patch},
+    rtp::{RtpPacket, RtpWrite, Vp8Descriptor, Vp8Patch},
 };
 
 use super::{Sfu, layers::count_viewer_layer};
 use crate::{
     call::{
         CallId, GroupId, SessionId,
-        session::{OutTrack, StreamSel, TrackKind, VideoSource, mime},
+        session::{Fwd, InStream, OutTrack, StreamSel, TrackKind, VideoSource, mime},
     },
     media::{
         keyframe::{VideoCodec, is_keyframe},
-        simulcast::{Layer, LayerPolicy, RateMonitor},
+        simulcast::{Layer, LayerPolicy},
         vp8::PictureIdRewrite,
     },
 };
@@ -87,23 +84,9 @@ fn codec_of(pt_codec: Codec) -> Option<VideoCodec> {
     }
 }
 
-/// A video packet as forwarded: what a viewer's out-stream is written from.
-#[derive(Debug)]
-struct Fwd {
-    /// The source's extended sequence number and RTP time.
-    seq_no: u64,
-    rtp_time: u32,
-    marker: bool,
-    /// When it arrived.
-    at: Instant,
-    payload: Arc<[u8]>,
-    /// The header extensions it keeps.
-    ext: ExtensionValues,
-}
-
 /// A publisher's video packet as it is forwarded. The header extensions that belong to the
 /// publisher's leg (MID, RID, TWCC sequence) are dropped, and audio levels do not apply.
-fn forwarded(p: RtpPacket) -> Fwd {
+fn forwarded(p: RtpPacket, keyframe: bool) -> Fwd {
     let mut ext = p.header.ext_vals;
     ext.mid = None;
     ext.rid = None;
@@ -118,6 +101,7 @@ fn forwarded(p: RtpPacket) -> Fwd {
         at: p.timestamp,
         payload: p.payload,
         ext,
+        keyframe,
     }
 }
 
@@ -283,7 +267,7 @@ impl Sfu {
             ended.push(TrackKind::ScreenAudio);
         }
         for (kind, src) in s.video.iter_mut() {
-            src.streams.retain(|_, (m, _)| *m != mid);
+            src.streams.retain(|_, st| st.mid != mid);
             if src.streams.is_empty() {
                 ended.push(*kind);
             }
@@ -400,8 +384,11 @@ impl Sfu {
         let entry = src
             .streams
             .entry(sel)
-            .or_insert_with(|| (mid, RateMonitor::new(window)));
-        entry.1.push(now, p.payload.len() + 12);
+            .or_insert_with(|| InStream::new(mid, window));
+        entry.rate.push(now, p.payload.len() + 12);
+        let keyframe = is_keyframe(codec, &p.payload);
+        let p = forwarded(p, keyframe);
+        entry.gop.push(now, p.keyframe, &p);
         let offered = Offered::of(src, s.cfg.av1_support);
         if fresh {
             tracing::debug!(session = %sid, kind = kind.as_str(), ?codec, rid = ?rid, "video stream started");
@@ -476,13 +463,28 @@ impl Sfu {
         kind: TrackKind,
         sel: StreamSel,
         offered: Offered,
-        p: RtpPacket,
+        p: Fwd,
     ) {
         let (codec, _) = sel;
-        let keyframe = is_keyframe(codec, &p.payload);
-        let p = forwarded(p);
+        let keyframe = p.keyframe;
         let key = (sid.clone(), kind);
         let mut wanted = false;
+        // For a viewer that has seen nothing of this source yet: the streams whose keyframe
+        // group can be replayed (empty but within moments of a keyframe, so nothing is
+        // allocated), and this stream's group, moved out for the loop.
+        let (ready, gop) = match self.sessions.get_mut(sid).and_then(|s| s.video.get_mut(&kind)) {
+            Some(src) => {
+                let ready: Vec<StreamSel> = src
+                    .streams
+                    .iter()
+                    .filter(|(_, st)| st.gop.replayable(now).is_some())
+                    .map(|(sel, _)| *sel)
+                    .collect();
+                let gop = src.streams.get_mut(&sel).map(|st| std::mem::take(&mut st.gop));
+                (ready, gop)
+            }
+            None => (Vec::new(), None),
+        };
         let peers = self.take_call_peers(sid);
         for peer in &peers {
             let Some(ps) = self.sessions.get_mut(peer) else {
@@ -517,16 +519,50 @@ impl Sfu {
                 t.mime = mime(want_codec);
             }
             let drained = t.switch_not_before.is_none_or(|at| now >= at);
-            if sel == want && t.current != Some(want) && drained {
+            // A viewer that has seen nothing of this source yet, mid-keyframe: it gets the
+            // keyframe so far and everything after it at once (the wanted stream's group when
+            // it has one, else this one's), instead of waiting for another keyframe. `p` is the
+            // group's last packet.
+            let replay = !t.started
+                && !keyframe
+                && sel.0 == want.0
+                && ready.contains(&sel)
+                && (sel == want || !ready.contains(&want));
+            if let Some(group) = gop.as_ref().and_then(|g| g.replayable(now)).filter(|_| replay) {
+                count_viewer_layer(&self.cfg.metrics, &ps.cfg.group_id.0, Some(sel), 1);
+                t.current = Some(sel);
+                t.started = true;
+                t.switch_not_before = None;
+                t.seq.switch();
+                t.vp8.switch();
+                let written = group
+                    .iter()
+                    .filter(|q| write_video(&mut ps.rtc, t, codec, q, self.cfg.clock))
+                    .count();
+                tracing::debug!(viewer = %peer, source = %sid, ?sel, ?want, packets = written, "viewer starts on the keyframe so far");
+                if written > 0 {
+                    ps.keyframe_out_at = Some(now);
+                    self.mark_dirty(peer);
+                }
+                continue;
+            }
+            // A viewer that has seen nothing of this source yet starts on the first keyframe of
+            // any layer of its codec: the layer it should get may not have started (a publisher
+            // holds `h` back until its uplink estimate allows it) or its keyframe may still be
+            // on the way, and a first frame now beats a better one later. The wanted layer
+            // follows at its own keyframe, as any up-switch.
+            let first = !t.started && keyframe && sel != want && sel.0 == want.0;
+            if (sel == want && t.current != Some(want) && drained) || first {
                 t.switch_not_before = None;
                 if keyframe {
                     count_viewer_layer(&self.cfg.metrics, &ps.cfg.group_id.0, t.current, -1);
-                    count_viewer_layer(&self.cfg.metrics, &ps.cfg.group_id.0, Some(want), 1);
-                    t.current = Some(want);
+                    count_viewer_layer(&self.cfg.metrics, &ps.cfg.group_id.0, Some(sel), 1);
+                    t.current = Some(sel);
+                    t.started = true;
                     // Continue the out-stream where it was (a no-op before its first packet).
                     t.seq.switch();
                     t.vp8.switch();
-                    tracing::debug!(viewer = %peer, source = %sid, ?want, "viewer now on stream");
+                    tracing::debug!(viewer = %peer, source = %sid, ?sel, ?want, "viewer now on stream");
                 } else {
                     wanted = true;
                 }
@@ -539,6 +575,15 @@ impl Sfu {
             }
         }
         self.return_peers(peers);
+        if let Some(g) = gop
+            && let Some(st) = self
+                .sessions
+                .get_mut(sid)
+                .and_then(|s| s.video.get_mut(&kind))
+                .and_then(|src| src.streams.get_mut(&sel))
+        {
+            st.gop = g;
+        }
         if wanted {
             self.request_keyframe(now, sid, kind, sel);
         }
@@ -559,7 +604,7 @@ impl Sfu {
             .video
             .get(&kind)
             .and_then(|v| v.streams.get(&sel))
-            .map(|(m, _)| *m)
+            .map(|st| st.mid)
         else {
             return;
         };
