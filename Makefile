@@ -9,7 +9,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/rtcd-rs/target
 CARGO ?= cargo
 
-.PHONY: help deps build run test test-rust test-operator test-chart test-e2e test-compat test-browser test-loadtest bench lint fmt generate check-generated images-test
+.PHONY: help deps build run test test-rust test-operator test-chart test-e2e test-compat test-browser test-loadtest test-smoke smoke bench lint fmt generate check-generated images-test
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,9 +24,9 @@ run: build ## Build and run rtcd on embedded defaults (API :8045, media :8443)
 	$(CARGO_TARGET_DIR)/release/rtcd
 
 test: deps ## Install test dependencies, then run every test
-	$(MAKE) --no-print-directory check-generated test-rust test-operator test-chart test-e2e images-test test-loadtest test-compat test-browser
+	$(MAKE) --no-print-directory check-generated test-rust test-operator test-chart test-e2e images-test test-loadtest test-smoke test-compat test-browser
 	@scripts/test-summary.sh $(CARGO_TARGET_DIR)/test-rust.log $(CARGO_TARGET_DIR)/test-operator.log $(CARGO_TARGET_DIR)/test-chart.log $(CARGO_TARGET_DIR)/test-e2e.log \
-		$(CARGO_TARGET_DIR)/images-test.log $(CARGO_TARGET_DIR)/test-loadtest.log \
+		$(CARGO_TARGET_DIR)/images-test.log $(CARGO_TARGET_DIR)/test-loadtest.log $(CARGO_TARGET_DIR)/test-smoke.log \
 		$(CARGO_TARGET_DIR)/test-compat.log $(CARGO_TARGET_DIR)/test-browser.log
 
 test-rust: deps ## Rust unit, HTTP, config, golden-vector and process tests
@@ -73,6 +73,14 @@ bench: deps ## Side-by-side benchmark against the real rtcd v1.2.6; writes docs/
 	RTCD_BIN=$(CARGO_TARGET_DIR)/release/rtcd RTCD_REF_BIN=$$(e2e/compat/build-ref.sh) LOADTEST_BIN=$(CARGO_TARGET_DIR)/release/rtcd-loadtest \
 	  BENCH_COMMAND="make bench (scaling)" unshare -n python3 bench/bench.py --workloads w2 --scaling
 	$(CARGO) bench --locked -p rtcd --bench engine_throughput
+
+test-smoke: deps ## Build the admins' smoke suite (e2e/smoke) and run its unit tests
+	scripts/smoke-test.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-smoke.log
+
+# make smoke MM_URL=https://chat.example.com MM_ADMIN_TOKEN=... [RTCD_URL=...] (docs/smoke.md)
+smoke: ## After deploying: calls through a real Mattermost + Calls plugin, checked on rtcd
+	@test -n "$(MM_URL)" -a -n "$(MM_ADMIN_TOKEN)" || { echo "make smoke MM_URL=<site URL> MM_ADMIN_TOKEN=<system admin token> [RTCD_URL=...]" >&2; exit 2; }
+	MM_URL="$(MM_URL)" MM_ADMIN_TOKEN="$(MM_ADMIN_TOKEN)" RTCD_URL="$(RTCD_URL)" "$$(e2e/smoke/build.sh)" $(SMOKE_ARGS)
 
 test-compat: deps ## The Go service.Client suite against the real rtcd and ours (netns)
 	scripts/compat.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-compat.log
