@@ -18,7 +18,7 @@ use tokio::{
 
 use crate::{
     api::{self, AppState, conns::ConnRegistry},
-    auth::{AuthService, store::Store},
+    auth::{AuthService, preset, store::Store},
     call::{Faults, SfuConfig},
     config::{Config, parse_listen_address},
     engine::{self, EngineParts, Inboxes},
@@ -49,7 +49,16 @@ pub async fn build_state(
     let dir = std::path::PathBuf::from(&config.store.data_source);
     let store = tokio::task::spawn_blocking(move || Store::open(&dir)).await??;
     tracing::info!(path = %store.path().display(), "client store opened");
-    let auth = Arc::new(AuthService::new(Arc::new(store), config));
+    let mut auth = AuthService::new(Arc::new(store), config);
+    let clients_dir = config.api.security.clients_dir.clone();
+    if !clients_dir.is_empty() {
+        let dir = std::path::PathBuf::from(&clients_dir);
+        let presets = tokio::task::spawn_blocking(move || preset::read_dir(&dir)).await??;
+        let ids: Vec<String> = presets.iter().map(|p| p.id.clone()).collect();
+        auth = auth.with_presets(presets).await?;
+        tracing::info!(dir = %clients_dir, clients = ?ids, "configured clients loaded");
+    }
+    let auth = Arc::new(auth);
     let conns = Arc::new(ConnRegistry::new(metrics.clone()));
     let sfu = SfuConfig {
         udp_candidates: udp.advertised(),

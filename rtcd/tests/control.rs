@@ -984,3 +984,115 @@ async fn a_stalled_engine_shard_turns_health_503_with_the_reason_until_it_runs_a
     }
     assert!(back, "health did not recover once the shard ran again");
 }
+
+/// A client mounted from a Secret into `api.security.clients_dir` is known from the start:
+/// with self-registration off and no admin, the Calls plugin's credentials open the WebSocket
+/// and read the sessions API, a wrong key is refused, and the log names the client but never
+/// its key. With admin on, it can be neither registered again nor unregistered.
+#[tokio::test]
+async fn a_configured_client_is_known_from_the_start() {
+    let secrets = tempfile::tempdir().unwrap();
+    let entry = secrets.path().join("calls-plugin");
+    std::fs::create_dir_all(&entry).unwrap();
+    std::fs::write(entry.join("clientID"), "mattermost-calls\n").unwrap();
+    std::fs::write(entry.join("authKey"), format!("{KEY}\n")).unwrap();
+    std::fs::create_dir_all(secrets.path().join("..data")).unwrap();
+    let dir = format!(
+        "security.clients_dir = {:?}\n",
+        secrets.path().display().to_string()
+    );
+
+    let d = Daemon::start(&format!("[api]\n{dir}"), &[]).await;
+    let mut ws = ws_connect(d.api, &basic("mattermost-calls", KEY), None)
+        .await
+        .expect("the configured client's WebSocket");
+    let ClientMessage::Hello { client_id, .. } = next_message(&mut ws).await else {
+        panic!("no hello");
+    };
+    assert_eq!(client_id, "mattermost-calls");
+    let auth = basic("mattermost-calls", KEY);
+    let r = request(
+        d.api,
+        "GET",
+        "/calls/nosuchcall/sessions",
+        &[("Authorization", auth)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 404, "authenticated, no such call: {}", r.body);
+    let wrong = basic("mattermost-calls", &format!("{KEY}x"));
+    let r = request(
+        d.api,
+        "GET",
+        "/calls/nosuchcall/sessions",
+        &[("Authorization", wrong)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let log = std::fs::read_to_string(d.log_path()).unwrap();
+    assert!(
+        log.contains("configured clients loaded") && log.contains("mattermost-calls"),
+        "{log}"
+    );
+    assert!(!log.contains(KEY), "the key reached the log");
+    drop(ws);
+    drop(d);
+
+    let d = admin_daemon(&dir).await;
+    let admin = basic("admin", ADMIN);
+    let r = request(
+        d.api,
+        "POST",
+        "/register",
+        &[("Authorization", admin.clone())],
+        &creds("mattermost-calls", KEY),
+    )
+    .await;
+    assert_ne!(r.status, 201, "registered over a configured client: {}", r.body);
+    let r = request(
+        d.api,
+        "POST",
+        "/unregister",
+        &[("Authorization", admin)],
+        &creds("mattermost-calls", KEY),
+    )
+    .await;
+    assert_ne!(r.status, 200, "unregistered a configured client: {}", r.body);
+    let mut ws = ws_connect(d.api, &basic("mattermost-calls", KEY), None)
+        .await
+        .expect("still known after the refused unregister");
+    assert!(matches!(next_message(&mut ws).await, ClientMessage::Hello { .. }));
+}
+
+/// A bad entry in `api.security.clients_dir` stops the start with its path, never the key.
+#[test]
+fn a_bad_configured_client_is_a_clear_startup_error() {
+    let secrets = tempfile::tempdir().unwrap();
+    let entry = secrets.path().join("calls-plugin");
+    std::fs::create_dir_all(&entry).unwrap();
+    std::fs::write(entry.join("clientID"), "mattermost-calls").unwrap();
+    std::fs::write(entry.join("authKey"), "too-short-a-key").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let port = common::free_port();
+    std::fs::write(
+        &path,
+        format!(
+            "[api]\nhttp.listen_address = \"127.0.0.1:{port}\"\nsecurity.clients_dir = {:?}\n[logger]\nenable_file = false\n[store]\ndata_source = {:?}\n",
+            secrets.path().display().to_string(),
+            dir.path().join("db").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = common::command(&path, &[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("api.security.clients_dir")
+            && stderr.contains(&entry.join("authKey").display().to_string())
+            && stderr.contains("32 to 72 bytes")
+            && !stderr.contains("too-short-a-key"),
+        "{stderr}"
+    );
+}

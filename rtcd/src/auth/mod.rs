@@ -4,6 +4,7 @@
 //! Unlike rtcd, failed attempts are rate-limited per client ID and per source IP.
 
 pub mod limiter;
+pub mod preset;
 pub mod store;
 
 use std::{
@@ -84,6 +85,8 @@ struct Tokens {
 #[derive(Debug)]
 pub struct AuthService {
     store: Arc<Store>,
+    /// Clients configured in `api.security.clients_dir`: ID → bcrypt hash of the key.
+    preset: HashMap<String, String>,
     admin_key: Option<Secret>,
     token_ttl: Duration,
     tokens: Mutex<Tokens>,
@@ -102,6 +105,7 @@ impl AuthService {
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         Self {
             store,
+            preset: HashMap::new(),
             admin_key: sec
                 .enable_admin
                 .then(|| sec.admin_secret_key.clone())
@@ -111,6 +115,25 @@ impl AuthService {
             limiter: Mutex::new(FailureLimiter::default()),
             bcrypt_slots: Semaphore::new(cpus),
         }
+    }
+
+    /// Adds the clients configured in `api.security.clients_dir`, hashing their keys (they are
+    /// not kept in clear). They take precedence over registered clients of the same ID.
+    pub async fn with_presets(mut self, presets: Vec<preset::Preset>) -> Result<Self, AuthError> {
+        for p in presets {
+            let key = p.key;
+            let hash = tokio::task::spawn_blocking(move || bcrypt::hash(key, BCRYPT_COST))
+                .await
+                .map_err(|e| AuthError::Internal(e.to_string()))?
+                .map_err(|e| AuthError::Internal(e.to_string()))?;
+            self.preset.insert(p.id, hash);
+        }
+        Ok(self)
+    }
+
+    /// How many clients are configured (not registered).
+    pub fn preset_count(&self) -> usize {
+        self.preset.len()
     }
 
     fn limiter(&self) -> std::sync::MutexGuard<'_, FailureLimiter> {
@@ -178,13 +201,17 @@ impl AuthService {
 
     /// bcrypt-compares `key` with the stored hash; unknown clients cost the same time.
     async fn verify(&self, id: &str, key: &str) -> Result<bool, AuthError> {
-        let hash = self
-            .blocking({
-                let store = self.store.clone();
-                let id = id.to_string();
-                move || store.get(&id)
-            })
-            .await?;
+        let hash = match self.preset.get(id) {
+            Some(h) => Some(h.clone()),
+            None => {
+                self.blocking({
+                    let store = self.store.clone();
+                    let id = id.to_string();
+                    move || store.get(&id)
+                })
+                .await?
+            }
+        };
         // Unknown clients are checked against a fixed hash so timing does not reveal who is
         // registered; they can never succeed.
         let known = hash.is_some();
@@ -232,6 +259,9 @@ impl AuthService {
         if key.len() > MAX_KEY_LEN {
             return Err(AuthError::Registration("key too long"));
         }
+        if self.preset.contains_key(id) {
+            return Err(AuthError::Registration("already registered"));
+        }
         let exists = self.blocking({
             let store = self.store.clone();
             let id = id.to_string();
@@ -257,6 +287,11 @@ impl AuthService {
 
     /// Removes `id` and revokes its bearer token.
     pub async fn unregister(&self, id: &str) -> Result<(), AuthError> {
+        if self.preset.contains_key(id) {
+            return Err(AuthError::Registration(
+                "the client is configured in api.security.clients_dir, not registered",
+            ));
+        }
         let existed = self.blocking({
             let store = self.store.clone();
             let id = id.to_string();

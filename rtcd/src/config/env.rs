@@ -97,6 +97,7 @@ pub const ENV_VARS: &[EnvVar] = &[
         "api.security.allowed_origins",
         List,
     ),
+    var("RTCD_API_SECURITY_CLIENTSDIR", "api.security.clients_dir", Str),
     var("RTCD_API_DRAINTIMEOUT", "api.drain_timeout", Str),
     var("RTCD_METRICS_ENABLEPROM", "metrics.enable_prom", Bool),
     var("RTCD_METRICS_PROMPORT", "metrics.prom_port", Int),

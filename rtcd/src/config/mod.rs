@@ -3,7 +3,8 @@
 //!
 //! The key names, defaults and environment variable names are rtcd's (`service/config.go`,
 //! `service/rtc/config.go`, `logger/config.go`, `docs/env_config.md` in mattermost/rtcd), plus
-//! `api.security.allowed_origins`, `api.drain_timeout` and `[metrics]`. Unlike rtcd, an unknown
+//! `api.security.allowed_origins`, `api.security.clients_dir`, `api.drain_timeout` and
+//! `[metrics]`. Unlike rtcd, an unknown
 //! key is an error that names the file, line, column and key. `docs/configuration.md` lists
 //! every key and variable.
 
@@ -221,6 +222,9 @@ pub struct SecurityConfig {
     pub session_cache: SessionCacheConfig,
     /// Browser origins allowed by CORS and for the WebSocket `Origin` header. Empty: none.
     pub allowed_origins: Vec<String>,
+    /// A directory of clients known from the start, one entry per client with the files
+    /// `clientID` and `authKey` (mounted Secrets). Empty: none.
+    pub clients_dir: String,
 }
 
 /// `[api] security.session_cache.*`.
