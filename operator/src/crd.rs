@@ -71,6 +71,11 @@ pub struct RtcdClusterSpec {
     /// names it in `status.credentialsSecret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<SecretKeyRef>,
+    /// Mattermost clients (the Calls plugin's rtcd client ID and auth key) that every instance
+    /// knows from its start, so the plugin needs no registration on each pod and no
+    /// self-registration. A change to a referenced Secret rolls the pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clients: Vec<ClientSecret>,
     /// Where each node's advertised (ICE host) address comes from.
     #[serde(default)]
     pub ice_host_override: IceHostOverride,
@@ -118,6 +123,29 @@ impl PullPolicy {
             Self::Never => "Never",
         }
     }
+}
+
+/// A Secret of the same namespace holding one client's ID and auth key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientSecret {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// The key holding the client ID (1–128 bytes, no `:`).
+    #[serde(default = "default_client_id_key")]
+    pub client_id_key: String,
+    /// The key holding the auth key (32–72 bytes).
+    #[serde(default = "default_auth_key_key")]
+    pub auth_key_key: String,
+}
+
+fn default_client_id_key() -> String {
+    "clientID".into()
+}
+
+fn default_auth_key_key() -> String {
+    "authKey".into()
 }
 
 /// A key in a Secret of the same namespace.

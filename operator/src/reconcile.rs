@@ -99,16 +99,40 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
             refs.push((format!("spec.config.rtc.iceServers[{i}].credential"), r.clone()));
         }
     }
+    for (i, c) in cr.spec.clients.iter().enumerate() {
+        for (field, key) in [("clientIdKey", &c.client_id_key), ("authKeyKey", &c.auth_key_key)] {
+            refs.push((
+                format!("spec.clients[{i}].{field}"),
+                SecretKeyRef {
+                    name: c.secret_name.clone(),
+                    key: key.clone(),
+                },
+            ));
+        }
+    }
     let mut missing = Vec::new();
+    // The configured clients' values, hashed: rtcd reads them once at start, so a rotation
+    // must roll the pods.
+    let mut clients_digest = Vec::new();
     for (field, r) in &refs {
         match secrets.get_opt(&r.name).await? {
             None => missing.push(format!("{field}: Secret {ns}/{} not found", r.name)),
             Some(s) if !has_key(&s, &r.key) => {
                 missing.push(format!("{field}: Secret {ns}/{} has no key {:?}", r.name, r.key))
             }
-            Some(_) => {}
+            Some(s) => {
+                if field.starts_with("spec.clients[") {
+                    clients_digest.extend_from_slice(field.as_bytes());
+                    clients_digest.extend_from_slice(&secret_value(&s, &r.key));
+                }
+            }
         }
     }
+    let clients_hash = if clients_digest.is_empty() {
+        String::new()
+    } else {
+        resources::short_hash(&clients_digest)
+    };
     if !missing.is_empty() {
         let detail = missing.join("; ");
         ctx.event(
@@ -181,7 +205,10 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
         match address::advertised(cr, node, lb_ingress.as_deref()) {
             Ok(adv) => {
                 addresses.insert(name.clone(), Ok(adv.host_override.clone()));
-                desired.insert(name.clone(), pod::pod(cr, &name, &adv, &credentials));
+                desired.insert(
+                    name.clone(),
+                    pod::pod(cr, &name, &adv, &credentials, &clients_hash),
+                );
             }
             Err(e) => {
                 let reason = match e {
@@ -621,6 +648,21 @@ where
         }
     }
     Ok(())
+}
+
+/// A Secret's value for `key` (from `data`, or `stringData` before the API server merged it).
+fn secret_value(s: &Secret, key: &str) -> Vec<u8> {
+    s.data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| v.0.clone())
+        .or_else(|| {
+            s.string_data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|v| v.clone().into_bytes())
+        })
+        .unwrap_or_default()
 }
 
 fn has_key(s: &Secret, key: &str) -> bool {

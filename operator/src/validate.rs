@@ -84,6 +84,32 @@ pub fn validate(spec: &RtcdClusterSpec) -> Vec<FieldError> {
     if let Some(s) = &c.rtc.turn_static_auth_secret {
         secret_ref(&mut err, "spec.config.rtc.turnStaticAuthSecret", s);
     }
+    let mut client_secrets = std::collections::BTreeSet::new();
+    for (i, cl) in spec.clients.iter().enumerate() {
+        let path = format!("spec.clients[{i}]");
+        if !valid_dns_subdomain(&cl.secret_name) {
+            err(
+                format!("{path}.secretName"),
+                format!("{:?} is not a valid Secret name", cl.secret_name),
+            );
+        } else if !client_secrets.insert(cl.secret_name.clone()) {
+            err(
+                format!("{path}.secretName"),
+                format!("Secret {:?} is listed twice", cl.secret_name),
+            );
+        }
+        for (field, key) in [
+            ("clientIdKey", &cl.client_id_key),
+            ("authKeyKey", &cl.auth_key_key),
+        ] {
+            if !valid_secret_key(key) {
+                err(
+                    format!("{path}.{field}"),
+                    format!("{key:?} is not a valid Secret key"),
+                );
+            }
+        }
+    }
     if let Some(s) = &spec.credentials {
         secret_ref(&mut err, "spec.credentials", s);
     }
@@ -195,17 +221,20 @@ fn secret_ref(err: &mut impl FnMut(String, String), path: &str, r: &SecretKeyRef
             format!("{:?} is not a valid Secret name", r.name),
         );
     }
-    if r.key.is_empty()
-        || !r
-            .key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
-    {
+    if !valid_secret_key(&r.key) {
         err(
             format!("{path}.key"),
             format!("{:?} is not a valid Secret key", r.key),
         );
     }
+}
+
+fn valid_secret_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 253
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
 }
 
 /// `30s`, `15m`, `2h`, `500ms` → whole seconds.
@@ -318,6 +347,31 @@ mod tests {
                 "spec.iceHostOverride.static[node-a]",
             ]
         );
+    }
+
+    #[test]
+    fn client_secrets_are_checked_by_name_and_key() {
+        let mut s: RtcdClusterSpec = serde_json::from_value(serde_json::json!({"clients": [
+            {"secretName": "calls-plugin"},
+            {"secretName": "calls-plugin"},
+            {"secretName": "Not_A_Name"},
+            {"secretName": "other", "clientIdKey": "id/x", "authKeyKey": ""},
+        ]}))
+        .expect("clients");
+        assert_eq!(s.clients[0].client_id_key, "clientID");
+        assert_eq!(s.clients[0].auth_key_key, "authKey");
+        let fields: Vec<String> = validate(&s).into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.clients[1].secretName",
+                "spec.clients[2].secretName",
+                "spec.clients[3].authKeyKey",
+                "spec.clients[3].clientIdKey",
+            ]
+        );
+        s.clients.truncate(1);
+        assert_eq!(validate(&s), vec![]);
     }
 
     #[test]

@@ -1040,3 +1040,102 @@ async fn load_balancer_mode_advertises_the_ingress_address() {
     .await;
     delete_nodes(&c, group).await;
 }
+
+/// `spec.clients`: a client Secret that does not exist yet blocks the rollout naming the field;
+/// once it exists, every pod mounts it where rtcd reads configured clients
+/// (`RTCD_API_SECURITY_CLIENTSDIR`), and rotating its auth key rolls the pod (rtcd reads the
+/// clients once, at start).
+#[tokio::test]
+#[ignore = "needs envtest (scripts/operator-e2e.sh)"]
+async fn client_secrets_are_mounted_and_a_rotation_rolls_the_pod() {
+    let (ns, group) = ("clients", "clients");
+    let (c, crs, _rtcd, _op) = one_node_setup(ns, "clients-0", "198.18.1.31", "203.0.113.31").await;
+    crs.create(
+        &PostParams::default(),
+        &cluster(
+            "withclients",
+            group,
+            json!({"clients": [{"secretName": "calls-plugin"}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    let (_, _, msg) =
+        eventually("SecretMissing for spec.clients", 30, || {
+            let c = c.clone();
+            async move {
+                condition(&get_cr(&c, ns, "withclients").await, "Ready").filter(|r| r.1 == "SecretMissing")
+            }
+        })
+        .await;
+    assert!(
+        msg.contains("spec.clients[0].clientIdKey") && msg.contains("calls-plugin"),
+        "{msg}"
+    );
+    assert!(pods_by_node(&c, ns, "withclients").await.is_empty());
+
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), ns);
+    let secret = |key: &str| -> Secret {
+        serde_json::from_value(json!({"metadata": {"name": "calls-plugin"},
+            "stringData": {"clientID": "mattermost-calls", "authKey": key}}))
+        .unwrap()
+    };
+    secrets
+        .create(&PostParams::default(), &secret(&"a".repeat(40)))
+        .await
+        .unwrap();
+    let pod = eventually("pod once the client Secret exists", 60, || {
+        let c = c.clone();
+        async move { pods_by_node(&c, ns, "withclients").await.remove("clients-0") }
+    })
+    .await;
+    assert_eq!(
+        env_of(&pod, "RTCD_API_SECURITY_CLIENTSDIR").as_deref(),
+        Some("/etc/rtcd/clients")
+    );
+    let spec = pod.spec.as_ref().unwrap();
+    let projected = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "clients")
+        .and_then(|v| v.projected.as_ref())
+        .expect("the clients volume");
+    let paths: Vec<String> = projected
+        .sources
+        .iter()
+        .flatten()
+        .filter_map(|s| s.secret.as_ref())
+        .flat_map(|s| {
+            s.items
+                .iter()
+                .flatten()
+                .map(|i| format!("{}:{}->{}", s.name, i.key, i.path))
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "calls-plugin:clientID->0-calls-plugin/clientID",
+            "calls-plugin:authKey->0-calls-plugin/authKey"
+        ]
+    );
+    let hash = |p: &Pod| p.annotations().get("rtcd-rs.dev/spec-hash").cloned();
+    let before = hash(&pod);
+
+    secrets
+        .replace("calls-plugin", &PostParams::default(), &secret(&"b".repeat(40)))
+        .await
+        .unwrap();
+    eventually("the pod rolled after the client Secret rotated", 90, || {
+        let c = c.clone();
+        let before = before.clone();
+        async move {
+            let p = pods_by_node(&c, ns, "withclients").await.remove("clients-0")?;
+            (hash(&p) != before && p.metadata.deletion_timestamp.is_none()).then_some(())
+        }
+    })
+    .await;
+    crs.delete("withclients", &DeleteParams::default()).await.unwrap();
+    delete_nodes(&c, group).await;
+}

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::core::v1::{
         Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-        ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler, NodeAffinity, NodeSelector,
-        NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Probe, SecretKeySelector, SecurityContext,
-        Volume, VolumeMount,
+        ExecAction, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler, NodeAffinity, NodeSelector,
+        NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Probe, ProjectedVolumeSource,
+        SecretKeySelector, SecretProjection, SecurityContext, Volume, VolumeMount, VolumeProjection,
     },
     apimachinery::pkg::util::intstr::IntOrString,
 };
@@ -21,13 +21,25 @@ use crate::crd::{RtcdCluster, SecretKeyRef};
 pub const RTCD_BINARY: &str = "/usr/local/bin/rtcd";
 /// Where rtcd keeps its auth store.
 const DATA_DIR: &str = "/data";
+/// Where the `spec.clients` Secrets are mounted (`api.security.clients_dir`).
+pub const CLIENTS_DIR: &str = "/etc/rtcd/clients";
 
-/// The pod for `node`, advertising `adv`, with the admin key from `credentials`.
-pub fn pod(cr: &RtcdCluster, node: &str, adv: &Advertised, credentials: &SecretKeyRef) -> Pod {
+/// The pod for `node`, advertising `adv`, with the admin key from `credentials`;
+/// `clients_hash` is a hash of the contents of the `spec.clients` Secrets.
+pub fn pod(
+    cr: &RtcdCluster,
+    node: &str,
+    adv: &Advertised,
+    credentials: &SecretKeyRef,
+    clients_hash: &str,
+) -> Pod {
     let spec = pod_spec(cr, node, adv, credentials);
     // The hash covers everything the pod's behaviour depends on, so a change to any of it rolls
-    // the pod (pods are immutable in all the fields that matter).
-    let hash = super::short_hash(&serde_json::to_vec(&spec).unwrap_or_default());
+    // the pod (pods are immutable in all the fields that matter). The configured clients are
+    // read once at start, so a rotated client Secret rolls the pod too.
+    let mut hashed = serde_json::to_vec(&spec).unwrap_or_default();
+    hashed.extend_from_slice(clients_hash.as_bytes());
+    let hash = super::short_hash(&hashed);
     let mut metadata = meta(cr, pod_name(cr, node));
     metadata
         .labels
@@ -107,11 +119,7 @@ fn pod_spec(cr: &RtcdCluster, node: &str, adv: &Advertised, credentials: &Secret
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "data".into(),
-            mount_path: DATA_DIR.into(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(volume_mounts(cr)),
         ..Container::default()
     };
     let init_containers = s.sysctls.enabled.then(|| {
@@ -155,13 +163,79 @@ fn pod_spec(cr: &RtcdCluster, node: &str, adv: &Advertised, credentials: &Secret
         automount_service_account_token: Some(false),
         init_containers,
         containers: vec![rtcd],
-        volumes: Some(vec![Volume {
-            name: "data".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        }]),
+        volumes: Some(volumes(cr)),
         ..PodSpec::default()
     }
+}
+
+fn volume_mounts(cr: &RtcdCluster) -> Vec<VolumeMount> {
+    let mut m = vec![VolumeMount {
+        name: "data".into(),
+        mount_path: DATA_DIR.into(),
+        ..VolumeMount::default()
+    }];
+    if !cr.spec.clients.is_empty() {
+        m.push(VolumeMount {
+            name: "clients".into(),
+            mount_path: CLIENTS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    m
+}
+
+/// The store's emptyDir and, with `spec.clients`, one projected volume holding each client
+/// Secret's two keys as `<n>-<secret>/clientID` and `<n>-<secret>/authKey`: the layout rtcd's
+/// `api.security.clients_dir` reads.
+fn volumes(cr: &RtcdCluster) -> Vec<Volume> {
+    let mut v = vec![Volume {
+        name: "data".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    if !cr.spec.clients.is_empty() {
+        let sources = cr
+            .spec
+            .clients
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let dir = format!("{i}-{}", c.secret_name);
+                VolumeProjection {
+                    secret: Some(SecretProjection {
+                        name: c.secret_name.clone(),
+                        items: Some(vec![
+                            KeyToPath {
+                                key: c.client_id_key.clone(),
+                                path: format!("{dir}/clientID"),
+                                ..KeyToPath::default()
+                            },
+                            KeyToPath {
+                                key: c.auth_key_key.clone(),
+                                path: format!("{dir}/authKey"),
+                                ..KeyToPath::default()
+                            },
+                        ]),
+                        optional: Some(false),
+                    }),
+                    ..VolumeProjection::default()
+                }
+            })
+            .collect();
+        v.push(Volume {
+            name: "clients".into(),
+            projected: Some(ProjectedVolumeSource {
+                // Readable by rtcd (uid 65532; the files belong to root): the pod runs nothing
+                // else.
+                default_mode: Some(0o444),
+                sources: Some(sources),
+                ..ProjectedVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    v
 }
 
 fn port(name: &str, n: i32, protocol: &str) -> ContainerPort {
@@ -243,6 +317,9 @@ fn env(cr: &RtcdCluster, adv: &Advertised, credentials: &SecretKeyRef) -> Vec<En
         plain("RTCD_LOGGER_CONSOLEJSON", "true"),
         plain("RTCD_LOGGER_CONSOLELEVEL", c.log_level.as_rtcd()),
     ];
+    if !cr.spec.clients.is_empty() {
+        env.push(plain("RTCD_API_SECURITY_CLIENTSDIR", CLIENTS_DIR));
+    }
     if !c.allowed_origins.is_empty() {
         env.push(plain(
             "RTCD_API_SECURITY_ALLOWEDORIGINS",
@@ -321,7 +398,7 @@ mod tests {
         let c = cr();
         let n = node("node-a", "10.0.0.1", Some("203.0.113.1"));
         let adv = advertised(&c, &n, None).expect("address");
-        let p = pod(&c, "node-a", &adv, &creds());
+        let p = pod(&c, "node-a", &adv, &creds(), "");
         assert_eq!(p.metadata.name.as_deref(), Some("rtcd-node-a"));
         let spec = p.spec.as_ref().expect("spec");
         assert_eq!(spec.host_network, Some(true));
@@ -388,13 +465,82 @@ mod tests {
         let n = node("a", "10.0.0.1", Some("203.0.113.1"));
         let adv = advertised(&c, &n, None).expect("address");
         let h = |p: &Pod| p.annotations()[ANN_SPEC_HASH].clone();
-        let base = h(&pod(&c, "a", &adv, &creds()));
-        assert_eq!(base, h(&pod(&c, "a", &adv, &creds())), "deterministic");
+        let base = h(&pod(&c, "a", &adv, &creds(), ""));
+        assert_eq!(base, h(&pod(&c, "a", &adv, &creds(), "")), "deterministic");
         let moved = advertised(&c, &node("a", "10.0.0.1", Some("203.0.113.9")), None).expect("a");
-        assert_ne!(base, h(&pod(&c, "a", &moved, &creds())), "address change rolls");
+        assert_ne!(
+            base,
+            h(&pod(&c, "a", &moved, &creds(), "")),
+            "address change rolls"
+        );
         let mut c2 = cr();
         c2.spec.config.log_level = crate::crd::LogLevel::Debug;
-        assert_ne!(base, h(&pod(&c2, "a", &adv, &creds())), "config change rolls");
+        assert_ne!(base, h(&pod(&c2, "a", &adv, &creds(), "")), "config change rolls");
+    }
+
+    #[test]
+    fn client_secrets_are_mounted_where_rtcd_reads_them_and_a_rotation_rolls() {
+        let mut c = cr();
+        let n = node("a", "10.0.0.1", Some("203.0.113.1"));
+        let adv = advertised(&c, &n, None).expect("address");
+        let none = pod(&c, "a", &adv, &creds(), "");
+        assert!(!env_of(&none).contains_key("RTCD_API_SECURITY_CLIENTSDIR"));
+        c.spec.clients = serde_json::from_value(serde_json::json!([
+            {"secretName": "calls-plugin"},
+            {"secretName": "second", "clientIdKey": "id", "authKeyKey": "key"},
+        ]))
+        .expect("clients");
+        let p = pod(&c, "a", &adv, &creds(), "h1");
+        assert_eq!(
+            env_of(&p)["RTCD_API_SECURITY_CLIENTSDIR"].value.as_deref(),
+            Some(CLIENTS_DIR)
+        );
+        let spec = p.spec.as_ref().expect("spec");
+        let mount = spec.containers[0]
+            .volume_mounts
+            .as_ref()
+            .and_then(|m| m.iter().find(|m| m.name == "clients"))
+            .expect("mount");
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            (CLIENTS_DIR, Some(true))
+        );
+        let vol = spec
+            .volumes
+            .as_ref()
+            .and_then(|v| v.iter().find(|v| v.name == "clients"))
+            .and_then(|v| v.projected.as_ref())
+            .expect("projected volume");
+        let items: Vec<(String, String, String)> = vol
+            .sources
+            .iter()
+            .flatten()
+            .filter_map(|s| s.secret.as_ref())
+            .flat_map(|s| {
+                s.items
+                    .iter()
+                    .flatten()
+                    .map(|i| (s.name.clone(), i.key.clone(), i.path.clone()))
+            })
+            .collect();
+        let want = [
+            ("calls-plugin", "clientID", "0-calls-plugin/clientID"),
+            ("calls-plugin", "authKey", "0-calls-plugin/authKey"),
+            ("second", "id", "1-second/clientID"),
+            ("second", "key", "1-second/authKey"),
+        ];
+        assert_eq!(
+            items,
+            want.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        );
+        let h = |p: &Pod| p.annotations()[ANN_SPEC_HASH].clone();
+        assert_eq!(h(&p), h(&pod(&c, "a", &adv, &creds(), "h1")));
+        assert_ne!(
+            h(&p),
+            h(&pod(&c, "a", &adv, &creds(), "h2")),
+            "a rotated client Secret rolls the pod"
+        );
+        assert_ne!(h(&p), h(&none));
     }
 
     #[test]
@@ -417,7 +563,7 @@ mod tests {
         ];
         c.spec.config.extra_env = vec![plain("RTCD_LOGGER_CONSOLELEVEL", "DEBUG")];
         let adv = advertised(&c, &node("a", "10.0.0.1", None), None).expect("address");
-        let p = pod(&c, "a", &adv, &creds());
+        let p = pod(&c, "a", &adv, &creds(), "");
         let env = env_of(&p);
         let json = env["RTCD_RTC_ICESERVERS"].value.clone().expect("json");
         assert_eq!(
