@@ -1094,24 +1094,9 @@ async fn client_secrets_are_mounted_and_a_rotation_rolls_the_pod() {
         Some("/etc/rtcd/clients")
     );
     let spec = pod.spec.as_ref().unwrap();
-    let projected = spec
-        .volumes
-        .iter()
-        .flatten()
-        .find(|v| v.name == "clients")
-        .and_then(|v| v.projected.as_ref())
-        .expect("the clients volume");
-    let paths: Vec<String> = projected
-        .sources
-        .iter()
-        .flatten()
-        .filter_map(|s| s.secret.as_ref())
-        .flat_map(|s| {
-            s.items
-                .iter()
-                .flatten()
-                .map(|i| format!("{}:{}->{}", s.name, i.key, i.path))
-        })
+    let paths: Vec<String> = rtcd_operator::resources::pod::client_files(spec)
+        .into_iter()
+        .map(|(name, key, path)| format!("{name}:{key}->{path}"))
         .collect();
     assert_eq!(
         paths,

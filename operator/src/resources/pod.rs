@@ -168,6 +168,24 @@ fn pod_spec(cr: &RtcdCluster, node: &str, adv: &Advertised, credentials: &Secret
     }
 }
 
+/// What a pod's clients volume maps: (Secret, key, path under `CLIENTS_DIR`), in order.
+pub fn client_files(spec: &PodSpec) -> Vec<(String, String, String)> {
+    spec.volumes
+        .iter()
+        .flatten()
+        .filter(|v| v.name == "clients")
+        .filter_map(|v| v.projected.as_ref())
+        .flat_map(|p| p.sources.iter().flatten())
+        .filter_map(|s| s.secret.as_ref())
+        .flat_map(|s| {
+            s.items
+                .iter()
+                .flatten()
+                .map(|i| (s.name.clone(), i.key.clone(), i.path.clone()))
+        })
+        .collect()
+}
+
 fn volume_mounts(cr: &RtcdCluster) -> Vec<VolumeMount> {
     let mut m = vec![VolumeMount {
         name: "data".into(),
@@ -505,24 +523,7 @@ mod tests {
             (mount.mount_path.as_str(), mount.read_only),
             (CLIENTS_DIR, Some(true))
         );
-        let vol = spec
-            .volumes
-            .as_ref()
-            .and_then(|v| v.iter().find(|v| v.name == "clients"))
-            .and_then(|v| v.projected.as_ref())
-            .expect("projected volume");
-        let items: Vec<(String, String, String)> = vol
-            .sources
-            .iter()
-            .flatten()
-            .filter_map(|s| s.secret.as_ref())
-            .flat_map(|s| {
-                s.items
-                    .iter()
-                    .flatten()
-                    .map(|i| (s.name.clone(), i.key.clone(), i.path.clone()))
-            })
-            .collect();
+        let items = client_files(spec);
         let want = [
             ("calls-plugin", "clientID", "0-calls-plugin/clientID"),
             ("calls-plugin", "authKey", "0-calls-plugin/authKey"),
