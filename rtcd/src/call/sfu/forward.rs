@@ -146,6 +146,19 @@ fn write_video(rtc: &mut Rtc, t: &mut OutTrack, codec: VideoCodec, p: &Fwd, cloc
     true
 }
 
+/// Puts a viewer's out-track on source stream `sel` (its first, or a switch), counted in
+/// `rtcd_rtc_simulcast_viewers`; the out-stream continues where it was (a no-op before its
+/// first packet).
+fn start_on(metrics: &crate::metrics::Metrics, group: &str, t: &mut OutTrack, sel: StreamSel) {
+    count_viewer_layer(metrics, group, t.current, -1);
+    count_viewer_layer(metrics, group, Some(sel), 1);
+    t.current = Some(sel);
+    t.started = true;
+    t.switch_not_before = None;
+    t.seq.switch();
+    t.vp8.switch();
+}
+
 /// The VP8 descriptor patch that keeps PictureID/TL0PICIDX continuous for this viewer.
 fn vp8_patch(state: &mut PictureIdRewrite, payload: &[u8]) -> Option<Vp8Patch> {
     let d = Vp8Descriptor::parse(payload).ok()?;
@@ -471,7 +484,8 @@ impl Sfu {
         let mut wanted = false;
         // For a viewer that has seen nothing of this source yet: the streams whose keyframe
         // group can be replayed (empty but within moments of a keyframe, so nothing is
-        // allocated), and this stream's group, moved out for the loop.
+        // allocated; a viewer prefers its wanted stream's group), and this stream's group,
+        // moved out for the loop.
         let (ready, gop) = match self.sessions.get_mut(sid).and_then(|s| s.video.get_mut(&kind)) {
             Some(src) => {
                 let ready: Vec<StreamSel> = src
@@ -523,18 +537,10 @@ impl Sfu {
             // keyframe so far and everything after it at once (the wanted stream's group when
             // it has one, else this one's), instead of waiting for another keyframe. `p` is the
             // group's last packet.
-            let replay = !t.started
-                && !keyframe
-                && sel.0 == want.0
-                && ready.contains(&sel)
-                && (sel == want || !ready.contains(&want));
+            let replay =
+                !t.started && !keyframe && sel.0 == want.0 && (sel == want || !ready.contains(&want));
             if let Some(group) = gop.as_ref().and_then(|g| g.replayable(now)).filter(|_| replay) {
-                count_viewer_layer(&self.cfg.metrics, &ps.cfg.group_id.0, Some(sel), 1);
-                t.current = Some(sel);
-                t.started = true;
-                t.switch_not_before = None;
-                t.seq.switch();
-                t.vp8.switch();
+                start_on(&self.cfg.metrics, &ps.cfg.group_id.0, t, sel);
                 let written = group
                     .iter()
                     .filter(|q| write_video(&mut ps.rtc, t, codec, q, self.cfg.clock))
@@ -555,13 +561,7 @@ impl Sfu {
             if (sel == want && t.current != Some(want) && drained) || first {
                 t.switch_not_before = None;
                 if keyframe {
-                    count_viewer_layer(&self.cfg.metrics, &ps.cfg.group_id.0, t.current, -1);
-                    count_viewer_layer(&self.cfg.metrics, &ps.cfg.group_id.0, Some(sel), 1);
-                    t.current = Some(sel);
-                    t.started = true;
-                    // Continue the out-stream where it was (a no-op before its first packet).
-                    t.seq.switch();
-                    t.vp8.switch();
+                    start_on(&self.cfg.metrics, &ps.cfg.group_id.0, t, sel);
                     tracing::debug!(viewer = %peer, source = %sid, ?sel, ?want, "viewer now on stream");
                 } else {
                     wanted = true;
