@@ -114,16 +114,21 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
     // The configured clients' values, hashed: rtcd reads them once at start, so a rotation
     // must roll the pods.
     let mut clients_digest = Vec::new();
+    // Each Secret is read once, however many of its keys are referenced (a client's two).
+    let mut fetched: BTreeMap<String, Option<Secret>> = BTreeMap::new();
     for (field, r) in &refs {
-        match secrets.get_opt(&r.name).await? {
+        if !fetched.contains_key(&r.name) {
+            fetched.insert(r.name.clone(), secrets.get_opt(&r.name).await?);
+        }
+        match fetched.get(&r.name).and_then(Option::as_ref) {
             None => missing.push(format!("{field}: Secret {ns}/{} not found", r.name)),
-            Some(s) if !has_key(&s, &r.key) => {
+            Some(s) if !has_key(s, &r.key) => {
                 missing.push(format!("{field}: Secret {ns}/{} has no key {:?}", r.name, r.key))
             }
             Some(s) => {
                 if field.starts_with("spec.clients[") {
                     clients_digest.extend_from_slice(field.as_bytes());
-                    clients_digest.extend_from_slice(&secret_value(&s, &r.key));
+                    clients_digest.extend_from_slice(&secret_value(s, &r.key));
                 }
             }
         }
