@@ -11,7 +11,10 @@ if [ "${OPERATOR_E2E_IN_NETNS:-}" != 1 ]; then
   BIN=${ENVTEST_BIN:-$("$ROOT/e2e/envtest/build.sh" | tail -n1)}
   cargo build --locked -q -p rtcd --bin rtcd --features fault-injection
   TEST=$("$ROOT/e2e/lib/cargo-test-bin.sh" rtcd-operator envtest)
+  # rtcd's own Go client (service.Client), as the Calls plugin runs it: the compat suite's binary.
+  COMPAT=${COMPAT_TEST_BIN:-$("$ROOT/e2e/compat/build-test.sh" | tail -n1)}
   exec env OPERATOR_E2E_IN_NETNS=1 ENVTEST_BIN="$BIN" TEST_BIN="$TEST" RTCD_BIN="$CARGO_TARGET_DIR/debug/rtcd" \
+    COMPAT_TEST_BIN="$COMPAT" \
     unshare -n "$0" "$@"
 fi
 
@@ -19,7 +22,7 @@ ip link set lo up
 ip link add n0 type veth peer name n1
 ip link set n1 up
 ip link set n0 up
-for a in 1 2 3 4 11 21 31; do ip addr add "198.18.1.$a/24" dev n0; done
+for a in 1 2 3 4 11 21 31 41; do ip addr add "198.18.1.$a/24" dev n0; done
 T0=$(date +%s)
 RUN=$("$ROOT/e2e/envtest/up.sh" | tail -n1)
 echo "operator-e2e: control plane up in $(( $(date +%s) - T0 ))s ($RUN)"

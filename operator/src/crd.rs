@@ -138,7 +138,22 @@ pub struct ClientSecret {
     /// The key holding the auth key (32–72 bytes).
     #[serde(default = "default_auth_key_key")]
     pub auth_key_key: String,
+    /// Create the Secret when it does not exist: the client ID `clientId` and a random 43-byte
+    /// auth key under the keys above. An existing Secret is never rewritten. A generated Secret
+    /// outlives the RtcdCluster (Mattermost's configuration holds its values): delete it yourself.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub generate: bool,
+    /// The client ID a generated Secret gets (default `mattermost`); only with `generate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The client ID of a generated client Secret when `clientId` is not given.
+pub const DEFAULT_GENERATED_CLIENT_ID: &str = "mattermost";
 
 fn default_client_id_key() -> String {
     "clientID".into()

@@ -26,7 +26,7 @@ use serde_json::json;
 use crate::{
     Error, Result,
     controller::Context,
-    crd::{MediaMode, NodeStatus, RtcdCluster, RtcdClusterStatus, SecretKeyRef},
+    crd::{ClientSecret, MediaMode, NodeStatus, RtcdCluster, RtcdClusterStatus, SecretKeyRef},
     plan::{self, Existing},
     resources::{
         self, ANN_NODE, ANN_SPEC_HASH, CREDENTIALS_KEY, FIELD_MANAGER, FINALIZER, LABEL_CLUSTER,
@@ -90,6 +90,9 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
         Some(r) => r.clone(),
         None => ensure_generated_credentials(cr, ctx, &secrets).await?,
     };
+    for c in cr.spec.clients.iter().filter(|c| c.generate) {
+        ensure_generated_client(cr, ctx, &secrets, c).await?;
+    }
     let mut refs: Vec<(String, SecretKeyRef)> = vec![("spec.credentials".into(), credentials.clone())];
     if let Some(r) = &cr.spec.config.rtc.turn_static_auth_secret {
         refs.push(("spec.config.rtc.turnStaticAuthSecret".into(), r.clone()));
@@ -127,8 +130,18 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
             }
             Some(s) => {
                 if field.starts_with("spec.clients[") {
+                    // What rtcd would refuse at start is reported here, before a pod crash-loops.
+                    let value = secret_value(s, &r.key);
+                    let why = if field.ends_with(".authKeyKey") {
+                        validate::auth_key_problem(value.len())
+                    } else {
+                        validate::client_id_problem(&String::from_utf8_lossy(&value))
+                    };
+                    if let Some(why) = why {
+                        missing.push(format!("{field}: Secret {ns}/{} key {:?}: {why}", r.name, r.key));
+                    }
                     clients_digest.extend_from_slice(field.as_bytes());
-                    clients_digest.extend_from_slice(&secret_value(s, &r.key));
+                    clients_digest.extend_from_slice(&value);
                 }
             }
         }
@@ -683,10 +696,7 @@ async fn ensure_generated_credentials(
 ) -> Result<SecretKeyRef> {
     let name = resources::credentials_secret_name(cr);
     if secrets.get_opt(&name).await?.is_none() {
-        let mut raw = [0u8; 32];
-        getrandom::fill(&mut raw).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
-        use base64::Engine as _;
-        let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        let key = random_key()?;
         secrets
             .create(
                 &kube::api::PostParams::default(),
@@ -706,6 +716,56 @@ async fn ensure_generated_credentials(
         name,
         key: CREDENTIALS_KEY.into(),
     })
+}
+
+/// A client Secret the operator generates (`spec.clients[n].generate`): created once when absent,
+/// never rewritten, so the values Mattermost was given stay valid.
+async fn ensure_generated_client(
+    cr: &RtcdCluster,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    client: &ClientSecret,
+) -> Result<()> {
+    if secrets.get_opt(&client.secret_name).await?.is_some() {
+        return Ok(());
+    }
+    let key = random_key()?;
+    match secrets
+        .create(
+            &kube::api::PostParams::default(),
+            &resources::client_secret(cr, client, &key),
+        )
+        .await
+    {
+        Ok(_) => {}
+        // Created meanwhile (by a user or a previous leader): theirs stands.
+        Err(kube::Error::Api(s)) if s.code == 409 => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    ctx.event(
+        cr,
+        EventType::Normal,
+        "ClientGenerated",
+        "CreateSecret",
+        &format!(
+            "generated the client {:?} in Secret {}",
+            client
+                .client_id
+                .as_deref()
+                .unwrap_or(crate::crd::DEFAULT_GENERATED_CLIENT_ID),
+            client.secret_name
+        ),
+    )
+    .await;
+    Ok(())
+}
+
+/// 32 random bytes, base64url without padding (43 characters).
+fn random_key() -> Result<String> {
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
+    use base64::Engine as _;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
 }
 
 fn pod_ready(p: &Pod) -> bool {

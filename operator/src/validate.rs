@@ -110,6 +110,20 @@ pub fn validate(spec: &RtcdClusterSpec) -> Vec<FieldError> {
             }
         }
     }
+    for (i, cl) in spec.clients.iter().enumerate() {
+        match (&cl.client_id, cl.generate) {
+            (Some(_), false) => err(
+                format!("spec.clients[{i}].clientId"),
+                "is only used with generate: true (it is the ID a generated Secret gets)".into(),
+            ),
+            (Some(id), true) => {
+                if let Some(why) = client_id_problem(id) {
+                    err(format!("spec.clients[{i}].clientId"), why);
+                }
+            }
+            (None, _) => {}
+        }
+    }
     if let Some(s) = &spec.credentials {
         secret_ref(&mut err, "spec.credentials", s);
     }
@@ -300,6 +314,24 @@ fn valid_cidr(s: &str) -> bool {
     }
 }
 
+/// Why rtcd would refuse `id` as a client ID (it is a Basic auth user name), if it would.
+pub fn client_id_problem(id: &str) -> Option<String> {
+    if id.is_empty() || id.len() > 128 {
+        Some(format!("client ID {id:?} must be 1 to 128 bytes long"))
+    } else if id.contains(':') || id.chars().any(char::is_control) {
+        Some(format!(
+            "client ID {id:?} must not contain ':' or control characters (a Basic auth user name)"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Why rtcd would refuse an auth key of `len` bytes, if it would.
+pub fn auth_key_problem(len: usize) -> Option<String> {
+    (!(32..=72).contains(&len)).then(|| format!("the auth key has {len} bytes; rtcd needs 32 to 72"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,6 +404,16 @@ mod tests {
         );
         s.clients.truncate(1);
         assert_eq!(validate(&s), vec![]);
+        s.clients[0].client_id = Some("mattermost".into());
+        let fields: Vec<String> = validate(&s).into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["spec.clients[0].clientId"], "clientId without generate");
+        s.clients[0].generate = true;
+        assert_eq!(validate(&s), vec![]);
+        s.clients[0].client_id = Some("a:b".into());
+        let errs = validate(&s);
+        assert!(errs.len() == 1 && errs[0].message.contains("':'"), "{errs:?}");
+        assert!(auth_key_problem(31).is_some() && auth_key_problem(73).is_some());
+        assert!(auth_key_problem(43).is_none());
     }
 
     #[test]

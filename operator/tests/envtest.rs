@@ -122,10 +122,16 @@ fn start_operator(ns: &str, tag: &str) -> (Proc, u16) {
 
 /// A real rtcd answering on the fake node's address, as the pod would.
 fn start_rtcd(ip: &str) -> Proc {
+    start_rtcd_with(ip, &[])
+}
+
+/// [`start_rtcd`] with more environment (what the pod's spec gives rtcd).
+fn start_rtcd_with(ip: &str, env: &[(&str, String)]) -> Proc {
     let dir = std::env::temp_dir().join(format!("rtcd-{ip}"));
     let _ = std::fs::create_dir_all(&dir);
     let log = dir.join("stderr.log");
     let child = Command::new(rtcd_bin())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("RTCD_API_HTTP_LISTENADDRESS", format!("{ip}:8045"))
         .env("RTCD_RTC_ICEADDRESSUDP", ip)
         .env("RTCD_RTC_ICEADDRESSTCP", ip)
@@ -1122,5 +1128,115 @@ async fn client_secrets_are_mounted_and_a_rotation_rolls_the_pod() {
     })
     .await;
     crs.delete("withclients", &DeleteParams::default()).await.unwrap();
+    delete_nodes(&c, group).await;
+}
+
+/// The chart's default: `spec.clients` with `generate: true`. The operator creates the plugin's
+/// client Secret; an rtcd instance started afterwards from the pod's spec (its clients volume
+/// materialized from the Secret, as the kubelet would, and its self-registration setting) lets
+/// rtcd's own Go client (`service.Client`, what the Calls plugin runs) connect with those
+/// credentials and carry a call, while self-registration stays off. The generated Secret
+/// outlives the RtcdCluster (Mattermost holds its values).
+#[tokio::test]
+#[ignore = "needs envtest (scripts/operator-e2e.sh)"]
+async fn the_plugin_client_connects_to_an_instance_started_after_it_was_configured() {
+    let (ns, group, node, ip) = ("plugin", "plugin", "plugin-0", "198.18.1.41");
+    let c = client().await;
+    create_namespace(&c, ns).await;
+    create_node(&c, node, group, ip, Some("203.0.113.41")).await;
+    let (_op, _) = start_operator(ns, "1");
+    let crs: Api<RtcdCluster> = Api::namespaced(c.clone(), ns);
+    crs.create(
+        &PostParams::default(),
+        &cluster(
+            "calls",
+            group,
+            json!({"clients": [{"secretName": "calls-plugin-client", "generate": true}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), ns);
+    let secret = eventually("the generated client Secret", 30, || {
+        let secrets = secrets.clone();
+        async move { secrets.get_opt("calls-plugin-client").await.unwrap() }
+    })
+    .await;
+    let value =
+        |s: &Secret, k: &str| -> String { String::from_utf8(s.data.as_ref().unwrap()[k].0.clone()).unwrap() };
+    let (client_id, auth_key) = (value(&secret, "clientID"), value(&secret, "authKey"));
+    assert_eq!(client_id, "mattermost");
+    assert_eq!(auth_key.len(), 43, "32 random bytes, base64url");
+    assert!(secret.owner_references().is_empty(), "outlives the RtcdCluster");
+
+    let pod = eventually("the pod", 60, || {
+        let c = c.clone();
+        async move { pods_by_node(&c, ns, "calls").await.remove(node) }
+    })
+    .await;
+    assert_eq!(
+        env_of(&pod, "RTCD_API_SECURITY_ALLOWSELFREGISTRATION").as_deref(),
+        Some("false")
+    );
+    // Play the kubelet: the pod's projected clients volume, from the Secret it names.
+    let dir = std::env::temp_dir().join(format!("rtcd-{ip}-clients"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let files = rtcd_operator::resources::pod::client_files(pod.spec.as_ref().unwrap());
+    assert_eq!(files.len(), 2, "{files:?}");
+    for (name, key, path) in files {
+        let s = secrets.get(&name).await.unwrap();
+        let file = dir.join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, value(&s, &key)).unwrap();
+    }
+    let self_registration = "RTCD_API_SECURITY_ALLOWSELFREGISTRATION";
+    let env = [
+        ("RTCD_API_SECURITY_CLIENTSDIR", dir.display().to_string()),
+        (self_registration, env_of(&pod, self_registration).unwrap()),
+    ];
+    let _rtcd = start_rtcd_with(ip, &env);
+    let addr = format!("{ip}:8045");
+    eventually("rtcd up", 20, || {
+        let addr = addr.clone();
+        async move { http_get(&addr, "/version").await.filter(|r| r.0 == 200) }
+    })
+    .await;
+
+    let compat = std::env::var("COMPAT_TEST_BIN").expect("COMPAT_TEST_BIN (set by scripts/operator-e2e.sh)");
+    let out = tokio::process::Command::new(&compat)
+        .args([
+            "-test.run",
+            "^TestConfiguredClient$",
+            "-test.v",
+            "-test.count=1",
+            "-test.timeout=120s",
+        ])
+        .env("RTCD_URL", format!("http://{addr}"))
+        .env("COMPAT_LABEL", "rtcd-rs")
+        .env("COMPAT_CLIENT_ID", &client_id)
+        .env("COMPAT_AUTH_KEY", &auth_key)
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("--- PASS: TestConfiguredClient"),
+        "rtcd's service.Client as the plugin's client:\n{text}"
+    );
+
+    crs.delete("calls", &DeleteParams::default()).await.unwrap();
+    eventually("the RtcdCluster gone", 60, || {
+        let crs = crs.clone();
+        async move { crs.get_opt("calls").await.unwrap().is_none().then_some(()) }
+    })
+    .await;
+    assert!(
+        secrets.get_opt("calls-plugin-client").await.unwrap().is_some(),
+        "the generated client Secret was deleted with the RtcdCluster"
+    );
     delete_nodes(&c, group).await;
 }

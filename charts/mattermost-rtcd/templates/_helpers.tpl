@@ -59,6 +59,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end -}}
 
+{{/* The spec.clients entry of the Calls plugin's client (pluginClient), as JSON. */}}
+{{- define "mattermost-rtcd.pluginClient" -}}
+{{- $pc := .Values.pluginClient | default dict -}}
+{{- $e := dict "clientIdKey" (default "clientID" $pc.clientIdKey) "authKeyKey" (default "authKey" $pc.authKeyKey) -}}
+{{- if $pc.existingSecret -}}
+{{- $_ := set $e "secretName" $pc.existingSecret -}}
+{{- else -}}
+{{- $_ := set $e "secretName" (printf "%s-plugin-client" (include "mattermost-rtcd.clusterName" .)) -}}
+{{- $_ := set $e "generate" true -}}
+{{- $_ := set $e "clientId" (default "mattermost" $pc.clientId) -}}
+{{- end -}}
+{{- toJson $e -}}
+{{- end -}}
+
 {{/* Values -> strings -------------------------------------------------------------------------
 Helm reads numbers in values files as float64, so plain toString would turn 16777216 into
 "1.6777216e+07": whole numbers are printed as integers. */}}
@@ -143,6 +157,19 @@ one of the same name from configuration.environmentVariables / rtcd.ice.hostOver
 {{- if not (hasKey $spec "config") }}{{ $_ := set $spec "config" dict }}{{ end -}}
 {{- $_ := set $spec.config "extraEnv" $joined -}}
 {{- end -}}
+{{- /* clients: the plugin's (pluginClient) first, then rtcdCluster.spec.clients (whose entry
+for the same Secret wins) */ -}}
+{{- $pc := $v.pluginClient | default dict -}}
+{{- $userClients := dig "clients" list $user -}}
+{{- $clients := list -}}
+{{- if $pc.enabled -}}
+{{- $plugin := include "mattermost-rtcd.pluginClient" . | fromJson -}}
+{{- $taken := false -}}
+{{- range $userClients }}{{ if eq .secretName $plugin.secretName }}{{ $taken = true }}{{ end }}{{ end -}}
+{{- if not $taken }}{{ $clients = append $clients $plugin }}{{ end -}}
+{{- end -}}
+{{- $clients = concat $clients $userClients -}}
+{{- if $clients }}{{ $_ := set $spec "clients" $clients }}{{ end -}}
 {{- if and (hasKey $spec "media") (ne (dig "mode" "HostNetwork" $spec.media) "LoadBalancer") -}}
 {{- $_ := unset $spec.media "loadBalancer" -}}
 {{- end -}}

@@ -22,7 +22,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::crd::RtcdCluster;
+use crate::crd::{ClientSecret, DEFAULT_GENERATED_CLIENT_ID, RtcdCluster};
 
 /// The one field manager for every server-side apply.
 pub const FIELD_MANAGER: &str = "rtcd-operator";
@@ -136,6 +136,27 @@ pub fn credentials_secret(cr: &RtcdCluster, key: &str) -> Secret {
         metadata: meta(cr, credentials_secret_name(cr)),
         type_: Some("Opaque".into()),
         string_data: Some(BTreeMap::from([(CREDENTIALS_KEY.to_string(), key.to_string())])),
+        ..Secret::default()
+    }
+}
+
+/// A generated client Secret (`spec.clients[n].generate`): the client ID and `auth_key` under the
+/// entry's keys. It has no owner reference, so deleting the RtcdCluster leaves it: Mattermost's
+/// configuration holds its values, and a reinstall must find the same ones.
+pub fn client_secret(cr: &RtcdCluster, client: &ClientSecret, auth_key: &str) -> Secret {
+    let id = client
+        .client_id
+        .clone()
+        .unwrap_or_else(|| DEFAULT_GENERATED_CLIENT_ID.into());
+    let mut metadata = meta(cr, client.secret_name.clone());
+    metadata.owner_references = None;
+    Secret {
+        metadata,
+        type_: Some("Opaque".into()),
+        string_data: Some(BTreeMap::from([
+            (client.client_id_key.clone(), id),
+            (client.auth_key_key.clone(), auth_key.to_string()),
+        ])),
         ..Secret::default()
     }
 }
