@@ -1,5 +1,6 @@
 //! Graceful drain: the "draining" flag that health reports, the count of live sessions, and
 //! the wait on SIGTERM until those sessions end, the drain timeout passes, or a second signal.
+//! An admin may also drain without shutting down (`PUT /api/v1/drain`), and cancel that.
 
 use std::{
     future::Future,
@@ -20,7 +21,10 @@ pub struct Lifecycle {
 
 #[derive(Debug)]
 struct Inner {
+    /// Shutdown has started (SIGTERM): final.
     draining: AtomicBool,
+    /// An admin asked for a drain: no new sessions until cancelled.
+    admin_drain: AtomicBool,
     sessions: watch::Sender<usize>,
 }
 
@@ -36,14 +40,34 @@ impl Lifecycle {
         Self {
             inner: Arc::new(Inner {
                 draining: AtomicBool::new(false),
+                admin_drain: AtomicBool::new(false),
                 sessions: watch::Sender::new(0),
             }),
         }
     }
 
-    /// Whether shutdown has started.
+    /// Whether new sessions are refused: shutdown has started, or an admin asked for a drain.
     pub fn is_draining(&self) -> bool {
+        self.is_shutting_down() || self.inner.admin_drain.load(Ordering::SeqCst)
+    }
+
+    /// Whether shutdown has started (a drain no one can cancel).
+    pub fn is_shutting_down(&self) -> bool {
         self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// An admin's drain: `true` refuses new sessions from now on, as shutdown does, while the
+    /// process keeps running; `false` admits them again. Returns false (and changes nothing)
+    /// when asked to cancel during shutdown.
+    pub fn set_admin_drain(&self, on: bool) -> bool {
+        if !on && self.is_shutting_down() {
+            return false;
+        }
+        // Under the watch's lock, as start_drain.
+        self.inner
+            .sessions
+            .send_modify(|_| self.inner.admin_drain.store(on, Ordering::SeqCst));
+        true
     }
 
     /// Starts draining: from now on [`Self::try_session`] refuses.
@@ -58,7 +82,8 @@ impl Lifecycle {
     pub fn try_session(&self) -> Option<SessionGuard> {
         let mut admitted = false;
         self.inner.sessions.send_if_modified(|n| {
-            admitted = !self.inner.draining.load(Ordering::SeqCst);
+            admitted =
+                !self.inner.draining.load(Ordering::SeqCst) && !self.inner.admin_drain.load(Ordering::SeqCst);
             if admitted {
                 *n += 1;
             }
@@ -168,6 +193,23 @@ mod tests {
         assert!(!waiter.is_finished());
         drop(b);
         assert_eq!(waiter.await.unwrap(), DrainOutcome::Idle);
+    }
+
+    #[test]
+    fn an_admin_drain_refuses_sessions_until_cancelled_but_shutdown_is_final() {
+        let lc = Lifecycle::new();
+        let live = lc.try_session().unwrap();
+        assert!(lc.set_admin_drain(true));
+        assert!(lc.is_draining() && !lc.is_shutting_down());
+        assert!(lc.try_session().is_none(), "admitted while an admin drain is on");
+        assert_eq!(lc.live_sessions(), 1, "the live session stays");
+        assert!(lc.set_admin_drain(false));
+        assert!(!lc.is_draining());
+        let again = lc.try_session().unwrap();
+        lc.start_drain();
+        assert!(!lc.set_admin_drain(false), "shutdown was cancelled");
+        assert!(lc.is_draining() && lc.try_session().is_none());
+        drop((live, again));
     }
 
     #[tokio::test(start_paused = true)]

@@ -1096,3 +1096,72 @@ fn a_bad_configured_client_is_a_clear_startup_error() {
         "{stderr}"
     );
 }
+
+/// `PUT /api/v1/drain` (admin only): new joins are refused with rtcd's close and health turns
+/// 503 `draining` while the live session goes on and the process keeps running; cancelling it
+/// admits joins again. What rtcd-operator does to an instance on a node in trouble.
+#[tokio::test]
+async fn an_admin_drain_refuses_new_joins_until_cancelled() {
+    let mut d = admin_daemon("").await;
+    let mut ws = client_ws(&d, "mm1").await;
+    ws.send(join("call1", "sessA")).await.unwrap();
+    ws.send(rtc("sessA", 2, &client_offer())).await.unwrap();
+    let admin = vec![("Authorization", basic("", ADMIN))];
+    let client = vec![("Authorization", basic("mm1", KEY))];
+    let body = r#"{"draining": true}"#;
+    assert_eq!(
+        request(d.api, "PUT", "/api/v1/drain", &[], body).await.status,
+        401
+    );
+    let r = request(d.api, "PUT", "/api/v1/drain", &client, body).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = request(d.api, "PUT", "/api/v1/drain", &admin, r#"{"drain": true}"#).await;
+    assert!(r.status == 400 && r.body.contains("draining"), "{}", r.body);
+    assert_eq!(
+        common::get(d.api, "/api/v1/health").await.status,
+        200,
+        "a refused request changed nothing"
+    );
+
+    let r = request(d.api, "PUT", "/api/v1/drain", &admin, body).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["draining"], true);
+    assert_eq!(r.json()["shutdown"], false);
+    let h = health_until(&d, "draining").await;
+    assert_eq!(
+        (h.status, h.body.as_str()),
+        (503, r#"{"status":"draining","sessions":1}"#)
+    );
+    ws.send(join("call1", "sessB")).await.unwrap();
+    match next_non_rtc(&mut ws).await {
+        ClientMessage::Close { session_id } => assert_eq!(session_id, "sessB"),
+        other => panic!("expected close for the refused join, got {other:?}"),
+    }
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "an admin drain stopped the process"
+    );
+
+    let r = request(d.api, "PUT", "/api/v1/drain", &admin, r#"{"draining": false}"#).await;
+    assert_eq!(
+        (r.status, r.json()["draining"].clone()),
+        (200, serde_json::json!(false))
+    );
+    assert_eq!(r.json()["sessions"], 1, "the live session went on");
+    let h = health_until(&d, "\"ok\"").await;
+    assert_eq!(h.status, 200, "{}", h.body);
+    let g = request(d.api, "GET", "/api/v1/drain", &admin, "").await;
+    assert_eq!(g.json()["draining"], false);
+    ws.send(join("call1", "sessC")).await.unwrap();
+    ws.send(rtc("sessC", 2, &client_offer())).await.unwrap();
+    // sessC is admitted: its answer arrives (sessA's trickled candidates may come first).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "no answer for sessC");
+        match next_message(&mut ws).await {
+            ClientMessage::Rtc(m) if m.session_id == "sessC" && m.msg_type == 2 => break,
+            ClientMessage::Rtc(_) => continue,
+            other => panic!("expected sessC's answer after the drain was cancelled, got {other:?}"),
+        }
+    }
+}

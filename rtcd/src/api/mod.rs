@@ -4,6 +4,7 @@
 
 mod clients;
 pub mod conns;
+mod drain;
 mod error;
 mod sessions;
 mod status;
@@ -97,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/version", get(status::version))
         .route("/system", get(status::system))
         .route("/api/v1/health", get(status::health))
+        .route("/api/v1/drain", get(drain::get_drain).put(drain::put_drain))
         .route("/metrics", get(status::metrics))
         .route("/register", post(clients::register))
         .route("/unregister", post(clients::unregister))
