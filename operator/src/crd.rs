@@ -88,9 +88,13 @@ pub struct RtcdClusterSpec {
     /// Graceful drain on pod removal.
     #[serde(default)]
     pub drain: Drain,
-    /// A PodDisruptionBudget over the rtcd pods.
+    /// A PodDisruptionBudget over the rtcd pods. Its `maxUnavailable` is also the operator's own
+    /// budget: never more nodes draining or replaced at once.
     #[serde(default)]
     pub pod_disruption_budget: PodDisruptionBudgetSpec,
+    /// How the operator reacts to nodes in trouble.
+    #[serde(default)]
+    pub node_trouble: NodeTrouble,
     /// A Prometheus-operator ServiceMonitor, created only when that CRD exists.
     #[serde(default)]
     pub service_monitor: ServiceMonitorSpec,
@@ -539,6 +543,42 @@ impl Default for PodDisruptionBudgetSpec {
 
 fn one() -> i32 {
     1
+}
+
+/// Reactions to nodes in trouble: a NotReady node keeps its pod for a grace period; after it,
+/// the instance is drained through its API (no new calls, live calls go on) and its pod removed
+/// once idle, a drain cancelled if the node recovers first. Many nodes NotReady at once look
+/// like a partition: then nothing is done.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeTrouble {
+    /// Seconds a node may be NotReady before anything is done about it (default 300, as
+    /// Kubernetes' own `default-unreachable-toleration-seconds`).
+    #[serde(default = "default_not_ready_grace")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub not_ready_grace_seconds: i64,
+    /// When more than this percentage of the selected nodes is NotReady at once, act on none
+    /// of them and raise the `NodesPartitioned` condition (default 50).
+    #[serde(default = "default_partition_percent")]
+    #[schemars(range(min = 1, max = 100))]
+    pub partition_threshold_percent: i32,
+}
+
+impl Default for NodeTrouble {
+    fn default() -> Self {
+        Self {
+            not_ready_grace_seconds: default_not_ready_grace(),
+            partition_threshold_percent: default_partition_percent(),
+        }
+    }
+}
+
+fn default_not_ready_grace() -> i64 {
+    300
+}
+
+fn default_partition_percent() -> i32 {
+    50
 }
 
 /// ServiceMonitor settings.

@@ -1,5 +1,6 @@
 //! Polls one rtcd instance's `/api/v1/health` and `/system` over plain HTTP on its pod IP, with
-//! a short timeout, and caches the answer so status writes do not trigger a poll storm.
+//! a short timeout, and caches the answer so status writes do not trigger a poll storm; turns an
+//! instance's drain on and off (`PUT /api/v1/drain` with the admin key).
 
 use std::{
     collections::HashMap,
@@ -78,12 +79,41 @@ pub async fn poll(addr: SocketAddr) -> Health {
     h
 }
 
+/// Turns the drain of the rtcd at `addr` on or off through its API, with the admin key.
+pub async fn set_drain(addr: SocketAddr, admin_key: &str, on: bool) -> Result<(), String> {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("admin:{admin_key}"));
+    let body = format!("{{\"draining\":{on}}}");
+    let headers = format!(
+        "Authorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    match exchange(addr, "PUT", "/api/v1/drain", &headers, &body).await? {
+        (200, _) => Ok(()),
+        (code, b) => Err(format!(
+            "PUT /api/v1/drain answered {code}: {}",
+            String::from_utf8_lossy(&b).chars().take(200).collect::<String>()
+        )),
+    }
+}
+
 /// One `GET path` with `Connection: close`: (status code, body).
 async fn get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), String> {
+    exchange(addr, "GET", path, "", "").await
+}
+
+/// One request with `Connection: close`: (status code, body).
+async fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> Result<(u16, Vec<u8>), String> {
     let exchange = async {
         let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: rtcd-operator\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: rtcd-operator\r\n{headers}\r\n{body}"
         );
         s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
@@ -153,6 +183,13 @@ impl Cache {
             m.insert(uid.to_string(), (Instant::now(), h.clone()));
         }
         h
+    }
+
+    /// Drops the cached answer of the pod `uid` (its state just changed).
+    pub fn forget(&self, uid: Option<&str>) {
+        if let (Some(uid), Ok(mut m)) = (uid, self.entries.lock()) {
+            m.remove(uid);
+        }
     }
 
     /// Forgets pods that no longer exist.

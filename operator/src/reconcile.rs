@@ -27,9 +27,12 @@ use crate::{
     Error, Result,
     controller::Context,
     crd::{ClientSecret, MediaMode, NodeStatus, RtcdCluster, RtcdClusterStatus, SecretKeyRef},
+    disruption::{self, NodeState},
+    health::{self, Health},
     plan::{self, Existing},
     resources::{
-        self, ANN_NODE, ANN_SPEC_HASH, CREDENTIALS_KEY, FIELD_MANAGER, FINALIZER, LABEL_CLUSTER,
+        self, ANN_DRAIN_REQUESTED, ANN_NODE, ANN_SPEC_HASH, CREDENTIALS_KEY, FIELD_MANAGER, FINALIZER,
+        LABEL_CLUSTER,
         address::{self, AddressError},
         nodes, pod, services,
     },
@@ -183,7 +186,6 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
         .list(&ListParams::default())
         .await?
         .items;
-    let node_names: BTreeSet<String> = all_nodes.iter().map(ResourceExt::name_any).collect();
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let selector = format!("{LABEL_CLUSTER}={}", cr.name_any());
     let pods = pods_api
@@ -191,6 +193,36 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
         .await?
         .items;
     let media_svcs = svcs.list(&ListParams::default().labels(&selector)).await?.items;
+    let now = Timestamp::now();
+    let states: Vec<(String, NodeState)> = all_nodes
+        .iter()
+        .map(|n| (n.name_any(), nodes::state(cr, n, now)))
+        .collect();
+    let pod_nodes: BTreeSet<String> = pods
+        .iter()
+        .filter_map(|p| p.annotations().get(ANN_NODE).cloned())
+        .collect();
+    let policy = disruption::Policy {
+        grace_secs: cr.spec.node_trouble.not_ready_grace_seconds,
+        partition_percent: cr.spec.node_trouble.partition_threshold_percent,
+    };
+    let triage = disruption::triage(&states, &pod_nodes, policy);
+    if let Some(why) = &triage.partition {
+        let was = prev
+            .conditions
+            .iter()
+            .any(|c| c.type_ == status::conditions::NODES_PARTITIONED && c.status == "True");
+        if !was {
+            ctx.event(
+                cr,
+                EventType::Warning,
+                reasons::PARTITION_SUSPECTED,
+                "TriageNodes",
+                why,
+            )
+            .await;
+        }
+    }
 
     let mut problems = Vec::new();
     let mut progress = Vec::new();
@@ -198,13 +230,35 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
     let mut keep = BTreeSet::new();
     let mut addresses: BTreeMap<String, Result<String, String>> = BTreeMap::new();
     let mut wanted_media: BTreeSet<String> = BTreeSet::new();
-    for node in &all_nodes {
-        let name = node.name_any();
-        if let Err(why) = nodes::eligible(cr, node) {
-            if nodes::selected(cr, node) && !matches!(why, nodes::Ineligible::NotSelected) {
-                addresses.insert(name.clone(), Err(why.to_string()));
+    for (node, (name, state)) in all_nodes.iter().zip(&states) {
+        let name = name.clone();
+        match state {
+            NodeState::Eligible => {}
+            NodeState::NotSelected => continue,
+            NodeState::NotReady { .. } => {
+                let why = triage
+                    .held
+                    .get(&name)
+                    .cloned()
+                    .unwrap_or_else(|| "node is not Ready".into());
+                if triage.held.contains_key(&name) {
+                    keep.insert(name.clone());
+                    if pod_nodes.contains(&name) {
+                        problems.push(problem(reasons::NODE_NOT_READY, &name, why.clone()));
+                    }
+                }
+                addresses.insert(name, Err(why));
+                continue;
             }
-            continue;
+            NodeState::NoNewPods(why) => {
+                keep.insert(name.clone());
+                addresses.insert(name, Err(why.clone()));
+                continue;
+            }
+            NodeState::Ineligible(why) => {
+                addresses.insert(name, Err(why.clone()));
+                continue;
+            }
         }
         let lb_ingress = if cr.spec.media.mode == MediaMode::LoadBalancer {
             let want = services::media_services(cr, &name);
@@ -258,16 +312,43 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
         }
     }
 
-    // 5. The rollout plan.
+    // 5. rtcd's own health, every instance at once (cached for a short while).
+    let api_port = cr.spec.config.api_port;
+    let live_uids: HashSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
+    ctx.health.retain(&live_uids);
+    // A pod about to leave is judged on a fresh answer: a cached "no sessions" could delete it
+    // under a call that started since.
+    let fresh: BTreeSet<String> = pods
+        .iter()
+        .filter(|p| {
+            p.annotations()
+                .get(ANN_NODE)
+                .is_some_and(|n| triage.leaving.contains_key(n))
+        })
+        .map(ResourceExt::name_any)
+        .collect();
+    let health = poll_health(ctx, &pods, api_port, &fresh).await;
+
+    // 6. The rollout plan.
+    let grace = cr.spec.drain.termination_grace_period_seconds.max(0);
     let existing: Vec<Existing> = pods
         .iter()
         .filter_map(|p| {
+            let drain_at = p.annotations().get(ANN_DRAIN_REQUESTED);
             Some(Existing {
                 name: p.name_any(),
                 node: p.annotations().get(ANN_NODE)?.clone(),
                 hash: p.annotations().get(ANN_SPEC_HASH).cloned().unwrap_or_default(),
                 ready: pod_ready(p),
                 terminating: p.metadata.deletion_timestamp.is_some(),
+                drain_requested: drain_at.is_some(),
+                sessions: health
+                    .get(&p.name_any())
+                    .filter(|h| h.ok || h.draining)
+                    .and_then(|h| h.sessions),
+                drain_expired: drain_at
+                    .and_then(|t| t.parse::<Timestamp>().ok())
+                    .is_some_and(|t| now.duration_since(t).as_secs() > grace),
             })
         })
         .collect();
@@ -280,7 +361,8 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
             )
         })
         .collect();
-    let plan = plan::plan(&hashes, &keep, &existing);
+    let max_unavailable = usize::try_from(cr.spec.pod_disruption_budget.max_unavailable.max(1)).unwrap_or(1);
+    let plan = plan::plan(&hashes, &keep, &triage.leaving, &existing, max_unavailable);
     let node_of = |pod: &str| {
         existing
             .iter()
@@ -302,31 +384,109 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
             .await;
         }
     }
-    for name in &plan.remove {
+    let admin_key = fetched
+        .get(&credentials.name)
+        .and_then(Option::as_ref)
+        .map(|s| String::from_utf8_lossy(&secret_value(s, &credentials.key)).to_string())
+        .unwrap_or_default();
+    let pod_addr = |name: &str| {
+        pods.iter()
+            .find(|p| p.name_any() == name)
+            .and_then(|p| p.status.as_ref()?.pod_ip.as_deref()?.parse::<IpAddr>().ok())
+            .map(|ip| SocketAddr::new(ip, api_port))
+    };
+    let why_leaving = |node: &str| {
+        addresses
+            .get(node)
+            .and_then(|a| a.clone().err())
+            .unwrap_or_else(|| "node is gone".into())
+    };
+    for name in &plan.drain {
+        let node = node_of(name);
+        let Some(addr) = pod_addr(name) else { continue };
+        match health::set_drain(addr, &admin_key, true).await {
+            Ok(()) => {
+                let patch = json!({"metadata": {"annotations": {ANN_DRAIN_REQUESTED: now.to_string()}}});
+                pods_api
+                    .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                ctx.health.forget(name_uid(&pods, name).as_deref());
+                progress.push(problem(reasons::DRAINING, &node, format!("draining {name}")));
+                ctx.event(
+                    cr,
+                    EventType::Normal,
+                    "InstanceDraining",
+                    "DrainInstance",
+                    &format!(
+                        "{name} takes no new calls; its live calls go on ({})",
+                        why_leaving(&node)
+                    ),
+                )
+                .await;
+            }
+            Err(e) => progress.push(problem(
+                reasons::WAITING_TO_LEAVE,
+                &node,
+                format!("{name}: cannot start its drain: {e}"),
+            )),
+        }
+    }
+    for name in &plan.cancel {
+        let node = node_of(name);
+        let Some(addr) = pod_addr(name) else { continue };
+        match health::set_drain(addr, &admin_key, false).await {
+            Ok(()) => {
+                let patch = json!({"metadata": {"annotations": {ANN_DRAIN_REQUESTED: null}}});
+                pods_api
+                    .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+                ctx.health.forget(name_uid(&pods, name).as_deref());
+                ctx.event(
+                    cr,
+                    EventType::Normal,
+                    reasons::DRAIN_CANCELLED,
+                    "CancelDrain",
+                    &format!("node {node} is back: {name} takes calls again"),
+                )
+                .await;
+            }
+            Err(e) => progress.push(problem(
+                reasons::DRAINING,
+                &node,
+                format!("{name}: cannot cancel its drain yet: {e}"),
+            )),
+        }
+    }
+    for (name, force) in plan
+        .delete
+        .iter()
+        .map(|n| (n, false))
+        .chain(plan.force_delete.iter().map(|n| (n, true)))
+    {
         let node = node_of(name);
         // A pod whose node is gone has no kubelet to drain it; anything else drains in full.
-        let dp = if node_names.contains(&node) {
-            DeleteParams::default()
-        } else {
+        let dp = if force {
             DeleteParams {
                 grace_period_seconds: Some(0),
                 ..DeleteParams::default()
             }
+        } else {
+            DeleteParams::default()
         };
         delete_pod(&pods_api, name, &dp).await?;
-        progress.push(problem(reasons::DRAINING, &node, format!("draining {name}")));
-        let why = addresses
-            .get(&node)
-            .and_then(|a| a.clone().err())
-            .unwrap_or_else(|| "node is gone".into());
+        progress.push(problem(reasons::DRAINING, &node, format!("removing {name}")));
         ctx.event(
             cr,
             EventType::Normal,
             "PodDraining",
             "DeletePod",
-            &format!("draining {name}: {why}"),
+            &format!("removing {name}: {}", why_leaving(&node)),
         )
         .await;
+    }
+    for (name, why) in &plan.waiting {
+        let node = node_of(name);
+        progress.push(problem(reasons::WAITING_TO_LEAVE, &node, format!("{name} {why}")));
     }
     if let Some(name) = &plan.roll {
         delete_pod(&pods_api, name, &DeleteParams::default()).await?;
@@ -352,10 +512,7 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
         progress.push(problem(reasons::DRAINING, &node, format!("{name} is draining")));
     }
 
-    // 6. Observe: pods and rtcd's own health.
-    let live_uids: HashSet<String> = pods.iter().filter_map(|p| p.uid()).collect();
-    ctx.health.retain(&live_uids);
-    let api_port = cr.spec.config.api_port;
+    // 7. Observe: pods and rtcd's own health.
     let mut node_status = Vec::new();
     let mut ready_count = 0;
     let mut all_listed: BTreeSet<String> = desired.keys().cloned().collect();
@@ -415,18 +572,11 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
             .await;
             ns_entry.message = Some(reason);
         }
-        let ip = p
-            .status
-            .as_ref()
-            .and_then(|s| s.pod_ip.as_deref())
-            .and_then(|ip| ip.parse::<IpAddr>().ok());
-        let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        if let Some(why) = triage.held.get(node) {
+            ns_entry.message = Some(why.clone());
+        }
         let mut healthy = false;
-        if let (Some(ip), true, Some(uid)) = (ip, running, p.uid()) {
-            let h = ctx
-                .health
-                .get_or_poll(&uid, SocketAddr::new(ip, api_port), HEALTH_MAX_AGE)
-                .await;
+        if let Some(h) = health.get(&p.name_any()) {
             ns_entry.cpu_load = h.cpu_load;
             ns_entry.sessions = h.sessions;
             healthy = h.ok;
@@ -472,6 +622,7 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
         desired: desired_count,
         ready: ready_count,
         deleting: false,
+        partition: triage.partition.clone(),
     };
     let busy = !summary.progress.is_empty();
     write_status(
@@ -483,7 +634,11 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
         Some(credentials.name.clone()),
     )
     .await?;
-    Ok(Action::requeue(if busy { BUSY } else { IDLE }))
+    let mut next = if busy { BUSY } else { IDLE };
+    if let Some(secs) = triage.recheck_secs {
+        next = next.min(Duration::from_secs(secs));
+    }
+    Ok(Action::requeue(next))
 }
 
 /// The finalizer: drain every pod, then remove every child, then let the CR go.
@@ -766,6 +921,42 @@ fn random_key() -> Result<String> {
     getrandom::fill(&mut raw).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
     use base64::Engine as _;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
+}
+
+/// rtcd's health of every running pod with an address, polled at once, by pod name; the pods
+/// named in `fresh` are polled whatever the cache holds.
+async fn poll_health(
+    ctx: &Context,
+    pods: &[Pod],
+    api_port: u16,
+    fresh: &BTreeSet<String>,
+) -> BTreeMap<String, Health> {
+    let polls = pods.iter().filter_map(|p| {
+        let ip = p.status.as_ref()?.pod_ip.as_deref()?.parse::<IpAddr>().ok()?;
+        let running = p.status.as_ref()?.phase.as_deref() == Some("Running");
+        let uid = p.uid()?;
+        let name = p.name_any();
+        let max_age = if fresh.contains(&name) {
+            Duration::ZERO
+        } else {
+            HEALTH_MAX_AGE
+        };
+        running.then_some(async move {
+            let h = ctx
+                .health
+                .get_or_poll(&uid, SocketAddr::new(ip, api_port), max_age)
+                .await;
+            (name, h)
+        })
+    });
+    futures::future::join_all(polls).await.into_iter().collect()
+}
+
+/// The UID of the pod called `name`.
+fn name_uid(pods: &[Pod], name: &str) -> Option<String> {
+    pods.iter()
+        .find(|p| p.name_any() == name)
+        .and_then(ResourceExt::uid)
 }
 
 fn pod_ready(p: &Pod) -> bool {

@@ -11,6 +11,8 @@ pub mod conditions {
     pub const PROGRESSING: &str = "Progressing";
     /// Something needs attention.
     pub const DEGRADED: &str = "Degraded";
+    /// Too many nodes NotReady at once: the partition guard holds every node as it is.
+    pub const NODES_PARTITIONED: &str = "NodesPartitioned";
 }
 
 /// Condition reasons.
@@ -45,6 +47,14 @@ pub mod reasons {
     pub const DELETING: &str = "Deleting";
     /// No problem.
     pub const AS_EXPECTED: &str = "AsExpected";
+    /// A node is NotReady; its pod is left alone (grace period or partition guard).
+    pub const NODE_NOT_READY: &str = "NodeNotReady";
+    /// The partition guard is on.
+    pub const PARTITION_SUSPECTED: &str = "PartitionSuspected";
+    /// A node's pod waits for the disruption budget, or for its node.
+    pub const WAITING_TO_LEAVE: &str = "WaitingToLeave";
+    /// An instance's drain was cancelled: its node is back.
+    pub const DRAIN_CANCELLED: &str = "DrainCancelled";
 }
 
 /// One problem on one node (or cluster-wide when `node` is empty).
@@ -73,6 +83,8 @@ pub struct Summary {
     pub ready: usize,
     /// Being deleted.
     pub deleting: bool,
+    /// Why the partition guard is on, when it is.
+    pub partition: Option<String>,
 }
 
 /// The three conditions for `summary`, keeping each previous `lastTransitionTime` unless that
@@ -139,10 +151,19 @@ pub fn compute(prev: &[Condition], generation: Option<i64>, now: &str, s: &Summa
     } else {
         (true, first_reason(&problems), list(&problems))
     };
+    let (partitioned, part_reason, part_msg) = match &s.partition {
+        Some(why) => (true, reasons::PARTITION_SUSPECTED, why.clone()),
+        None => (
+            false,
+            reasons::AS_EXPECTED,
+            "NotReady nodes are few enough to act on".to_string(),
+        ),
+    };
     [
         (conditions::READY, ready, ready_reason, ready_msg),
         (conditions::PROGRESSING, progressing, p_reason, p_msg),
         (conditions::DEGRADED, degraded, d_reason, d_msg),
+        (conditions::NODES_PARTITIONED, partitioned, part_reason, part_msg),
     ]
     .into_iter()
     .map(|(t, st, reason, message)| {

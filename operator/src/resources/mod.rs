@@ -38,6 +38,9 @@ pub const ANN_NODE: &str = "rtcd-rs.dev/node-name";
 pub const ANN_SPEC_HASH: &str = "rtcd-rs.dev/spec-hash";
 /// Annotation: the advertised address.
 pub const ANN_ADDRESS: &str = "rtcd-rs.dev/address";
+/// When the operator asked the pod's rtcd to drain through its API (RFC 3339): the pod then
+/// counts against the disruption budget, and is deleted once idle or the drain cancelled.
+pub const ANN_DRAIN_REQUESTED: &str = "rtcd-rs.dev/drain-requested-at";
 /// Key of the generated admin secret.
 pub const CREDENTIALS_KEY: &str = "adminSecretKey";
 

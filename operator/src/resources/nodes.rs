@@ -1,67 +1,71 @@
-//! Which nodes run rtcd: Ready, schedulable, matching `nodeSelector` and required node
-//! affinity, and with every NoSchedule/NoExecute taint tolerated.
+//! Which nodes run rtcd, node by node: selected by `nodeSelector` and required node affinity,
+//! Ready (or for how long not), not cordoned, and with every NoExecute taint tolerated (a
+//! NoSchedule taint only forbids a new pod).
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, Taint, Toleration};
+use k8s_openapi::{
+    api::core::v1::{Node, NodeSelectorRequirement, Taint, Toleration},
+    jiff::Timestamp,
+};
 use kube::ResourceExt;
 
-use crate::crd::RtcdCluster;
+use crate::{crd::RtcdCluster, disruption::NodeState};
 
-/// Why a node gets no pod (or loses its pod).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ineligible {
-    /// Ready condition is not True.
-    NotReady,
-    /// `spec.unschedulable` (cordoned).
-    Cordoned,
-    /// Being deleted.
-    Deleting,
-    /// `nodeSelector` or node affinity excludes it.
-    NotSelected,
-    /// A taint not tolerated.
-    Tainted(String),
-}
+/// Taints the node lifecycle controller sets while a node is NotReady or unreachable: readiness
+/// (with its grace period) decides about those nodes, not the taints, which also linger for a
+/// moment after a node recovers.
+const NODE_LIFECYCLE_TAINTS: [&str; 2] = ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"];
 
-impl std::fmt::Display for Ineligible {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::NotReady => f.write_str("node is not Ready"),
-            Self::Cordoned => f.write_str("node is cordoned"),
-            Self::Deleting => f.write_str("node is being deleted"),
-            Self::NotSelected => f.write_str("node does not match nodeSelector/affinity"),
-            Self::Tainted(k) => write!(f, "taint {k} is not tolerated"),
-        }
-    }
-}
-
-/// Whether `node` should run one of `cr`'s pods.
-pub fn eligible(cr: &RtcdCluster, node: &Node) -> Result<(), Ineligible> {
-    if node.metadata.deletion_timestamp.is_some() {
-        return Err(Ineligible::Deleting);
-    }
+/// The node as [`crate::disruption::triage`] sees it, at `now`. Readiness comes before cordons
+/// and taints: a cordoned node that is also NotReady may have no kubelet to run a pod's drain.
+/// A `NoSchedule` taint keeps a running pod (it only forbids new ones); `NoExecute` and a cordon
+/// drain it.
+pub fn state(cr: &RtcdCluster, node: &Node, now: Timestamp) -> NodeState {
     if !selected(cr, node) {
-        return Err(Ineligible::NotSelected);
+        return NodeState::NotSelected;
     }
-    if node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
-        return Err(Ineligible::Cordoned);
+    if node.metadata.deletion_timestamp.is_some() {
+        return NodeState::Ineligible("node is being deleted".into());
     }
     if !is_ready(node) {
-        return Err(Ineligible::NotReady);
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+        let since = ready
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map(|t| t.0)
+            .or_else(|| node.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        let for_secs = since.map_or(0, |t| now.duration_since(t).as_secs().max(0));
+        return NodeState::NotReady { for_secs };
+    }
+    if node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
+        return NodeState::Ineligible("node is cordoned".into());
     }
     let taints = node
         .spec
         .as_ref()
         .and_then(|s| s.taints.as_deref())
         .unwrap_or_default();
-    for t in taints {
-        if matches!(t.effect.as_str(), "NoSchedule" | "NoExecute")
-            && !cr.spec.tolerations.iter().any(|tol| tolerates(tol, t))
-        {
-            return Err(Ineligible::Tainted(t.key.clone()));
-        }
+    let untolerated = |effect: &str| {
+        taints.iter().find(|t| {
+            t.effect == effect
+                && !NODE_LIFECYCLE_TAINTS.contains(&t.key.as_str())
+                && !cr.spec.tolerations.iter().any(|tol| tolerates(tol, t))
+        })
+    };
+    if let Some(t) = untolerated("NoExecute") {
+        return NodeState::Ineligible(format!("taint {}:NoExecute is not tolerated", t.key));
     }
-    Ok(())
+    if let Some(t) = untolerated("NoSchedule") {
+        return NodeState::NoNewPods(format!(
+            "taint {}:NoSchedule is not tolerated (a running pod stays)",
+            t.key
+        ));
+    }
+    NodeState::Eligible
 }
 
 /// Whether selection (labels/affinity) includes the node at all; such nodes are listed in
@@ -152,7 +156,11 @@ pub fn address(node: &Node, type_: &str) -> Option<String> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use k8s_openapi::api::core::v1::{NodeAddress, NodeCondition, NodeSpec, NodeStatus};
+    use k8s_openapi::{
+        api::core::v1::{NodeAddress, NodeCondition, NodeSpec, NodeStatus},
+        apimachinery::pkg::apis::meta::v1::Time,
+        jiff,
+    };
 
     use super::*;
     use crate::crd::RtcdClusterSpec;
@@ -196,45 +204,68 @@ pub(crate) mod tests {
         }
     }
 
+    fn at(n: &Node) -> NodeState {
+        state(&cr(), n, Timestamp::now())
+    }
+
     #[test]
     fn ready_schedulable_node_is_eligible() {
-        assert_eq!(eligible(&cr(), &node("a", "10.0.0.1", None)), Ok(()));
+        assert_eq!(at(&node("a", "10.0.0.1", None)), NodeState::Eligible);
     }
 
     #[test]
     fn cordoned_notready_tainted_unselected() {
-        let c = cr();
         let mut n = node("a", "10.0.0.1", None);
         n.spec.as_mut().expect("spec").unschedulable = Some(true);
-        assert_eq!(eligible(&c, &n), Err(Ineligible::Cordoned));
+        assert_eq!(at(&n), NodeState::Ineligible("node is cordoned".into()));
 
+        // NotReady comes first, with how long (no transition time: since the node's creation).
         let mut n = node("a", "10.0.0.1", None);
+        n.spec.as_mut().expect("spec").unschedulable = Some(true);
         n.status.as_mut().expect("status").conditions.as_mut().expect("c")[0].status = "False".into();
-        assert_eq!(eligible(&c, &n), Err(Ineligible::NotReady));
+        n.metadata.creation_timestamp = Some(Time(Timestamp::now() - jiff::SignedDuration::from_secs(90)));
+        assert!(
+            matches!(at(&n), NodeState::NotReady { for_secs } if (89..=91).contains(&for_secs)),
+            "{:?}",
+            at(&n)
+        );
 
-        let mut n = node("a", "10.0.0.1", None);
-        n.spec.as_mut().expect("spec").taints = Some(vec![Taint {
+        let taint = |effect: &str| Taint {
             key: "dedicated".into(),
             value: Some("db".into()),
-            effect: "NoSchedule".into(),
+            effect: effect.into(),
             ..Default::default()
-        }]);
-        assert_eq!(eligible(&c, &n), Err(Ineligible::Tainted("dedicated".into())));
+        };
+        let mut n = node("a", "10.0.0.1", None);
+        n.spec.as_mut().expect("spec").taints = Some(vec![taint("NoSchedule")]);
+        assert!(
+            matches!(at(&n), NodeState::NoNewPods(_)),
+            "NoSchedule keeps a running pod"
+        );
+        n.spec.as_mut().expect("spec").taints = Some(vec![taint("NoExecute")]);
+        assert!(matches!(at(&n), NodeState::Ineligible(_)));
         let mut tolerant = cr();
         tolerant.spec.tolerations = vec![Toleration {
             key: Some("dedicated".into()),
             operator: Some("Equal".into()),
             value: Some("db".into()),
-            effect: Some("NoSchedule".into()),
+            effect: Some("NoExecute".into()),
             ..Default::default()
         }];
-        assert_eq!(eligible(&tolerant, &n), Ok(()));
+        assert_eq!(state(&tolerant, &n, Timestamp::now()), NodeState::Eligible);
+        // The lifecycle controller's taints lingering on a recovered node change nothing.
+        n.spec.as_mut().expect("spec").taints = Some(vec![Taint {
+            key: "node.kubernetes.io/not-ready".into(),
+            effect: "NoExecute".into(),
+            ..Default::default()
+        }]);
+        assert_eq!(at(&n), NodeState::Eligible);
 
         let mut picky = cr();
         picky.spec.node_selector = BTreeMap::from([("media".to_string(), "yes".to_string())]);
         assert_eq!(
-            eligible(&picky, &node("a", "10.0.0.1", None)),
-            Err(Ineligible::NotSelected)
+            state(&picky, &node("a", "10.0.0.1", None), Timestamp::now()),
+            NodeState::NotSelected
         );
     }
 

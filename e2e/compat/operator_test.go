@@ -2,10 +2,15 @@ package compat
 
 import (
 	"os"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/mattermost/rtcd/service"
 )
+
+// Tests that scripts/operator-e2e.sh runs against the rtcd of one fake node; run.sh's suites skip
+// them.
 
 // TestConfiguredClient plays the Calls plugin against an rtcd instance that was started after
 // the plugin's client was configured (a Secret of the RtcdCluster's spec.clients, mounted in
@@ -47,6 +52,42 @@ func TestConfiguredClient(t *testing.T) {
 	if hello := h.waitHello(t); hello["clientID"] != clientID {
 		t.Fatalf("hello clientID = %q, want %q", hello["clientID"], clientID)
 	}
+	twoPartyCall(t, h)
+	h.checkErrors(t)
+}
+
+// TestHeldCall holds a two-party call with media on the server until the file COMPAT_HOLD_FILE
+// exists or COMPAT_HOLD_SECONDS pass (default 120): the live calls that a node's drain must
+// wait for, and that must go on while it does. It fails if media stops while held.
+func TestHeldCall(t *testing.T) {
+	env := getEnv(t)
+	stop := os.Getenv("COMPAT_HOLD_FILE")
+	if stop == "" {
+		t.Skip("COMPAT_HOLD_FILE is not set; scripts/operator-e2e.sh runs this test")
+	}
+	env.requireAdmin(t)
+	hold := 120 * time.Second
+	if v, err := strconv.Atoi(os.Getenv("COMPAT_HOLD_SECONDS")); err == nil && v > 0 {
+		hold = time.Duration(v) * time.Second
+	}
+	h := newHarness(t, env)
+	h.waitHello(t)
+	peers := twoPartyCall(t, h)
+	t.Logf("holding the call until %s exists (at most %s)", stop, hold)
+	deadline := time.Now().Add(hold)
+	for time.Now().Before(deadline) {
+		if _, err := os.Stat(stop); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	checkMedia(t, peers)
+	h.checkErrors(t)
+}
+
+// twoPartyCall joins two speaking pion peers into a new call and waits until both receive media.
+func twoPartyCall(t *testing.T, h *harness) []*peer {
+	t.Helper()
 	callID, channelID := newID(), newID()
 	var peers []*peer
 	for i, name := range []string{"A", "B"} {
@@ -58,5 +99,5 @@ func TestConfiguredClient(t *testing.T) {
 		peers = append(peers, p)
 	}
 	checkMedia(t, peers)
-	h.checkErrors(t)
+	return peers
 }
