@@ -47,22 +47,24 @@ impl Context {
 }
 
 /// Runs the controller until `shutdown` resolves.
+/// `client` serves requests (bounded by timeouts), `watch_client` the watches.
 pub async fn run(
     client: Client,
+    watch_client: Client,
     metrics: Arc<Metrics>,
     namespace: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (crs, pods, svcs): (Api<RtcdCluster>, Api<Pod>, Api<Service>) = match &namespace {
         Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
+            Api::namespaced(watch_client.clone(), ns),
+            Api::namespaced(watch_client.clone(), ns),
+            Api::namespaced(watch_client.clone(), ns),
         ),
         None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
+            Api::all(watch_client.clone()),
+            Api::all(watch_client.clone()),
+            Api::all(watch_client.clone()),
         ),
     };
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=rtcd-operator");
@@ -84,7 +86,7 @@ pub async fn run(
         .owns(pods, owned.clone())
         .owns(svcs, owned)
         .watches(
-            Api::<Node>::all(client),
+            Api::<Node>::all(watch_client),
             watcher::Config::default(),
             move |_node: Node| {
                 // Any node change may add, remove or move an instance of any cluster.

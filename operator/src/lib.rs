@@ -30,7 +30,7 @@ pub enum Error {
     /// Something the operator cannot work with.
     #[error("{0}")]
     Invalid(String),
-    /// Another replica took the lease.
+    /// The leader lease was lost: another replica took it, or it was not renewed in time.
     #[error("lost the leader lease {0}")]
     LostLease(String),
 }

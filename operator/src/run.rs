@@ -14,6 +14,8 @@ use crate::{admin, controller, leader::Elector, metrics::Metrics};
 
 /// How long the controller may take to stop after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The bound of every API request but watches (connect, send, and each wait for the answer).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Reconciles RtcdCluster resources into per-node rtcd pods.
 #[derive(Debug, Parser)]
@@ -69,7 +71,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     });
 
-    let client = kube::Client::try_default().await?;
+    // Two clients: watches stream for minutes (kube's watcher has its own idle timeout); every
+    // other request (reconcile, status, Events, the lease) gets a bounded wait.
+    let config = kube::Config::infer().await?;
+    let watch_client = kube::Client::try_from(config.clone())?;
+    let mut bounded = config;
+    bounded.connect_timeout = Some(REQUEST_TIMEOUT);
+    bounded.read_timeout = Some(REQUEST_TIMEOUT);
+    bounded.write_timeout = Some(REQUEST_TIMEOUT);
+    bounded.reset_reader_on_write = true;
+    let client = kube::Client::try_from(bounded)?;
     let version = client.apiserver_version().await?;
     tracing::info!(server = %version.git_version, "connected to the apiserver");
     ready.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -118,17 +129,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Duration::from_secs(args.lease_seconds),
         )
     });
+    let mut renewed_at = None;
     if let Some(e) = &elector {
         tracing::info!(identity = e.identity(), "waiting for the leader lease");
-        tokio::select! {
-            r = e.acquire() => r?,
+        let renewed = tokio::select! {
+            r = e.acquire() => r,
             () = stopped(stop_rx.clone()) => return Ok(()),
-        }
+        };
+        renewed_at = Some(renewed);
         metrics.leader.set(1);
         tracing::info!(identity = e.identity(), "leading");
     }
     let ctl = controller::run(
         client,
+        watch_client,
         metrics.clone(),
         args.namespace.clone(),
         stopped(stop_rx.clone()),
@@ -147,14 +161,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(e) => tokio::select! {
             () = ctl => Ok(()),
             () = grace => Ok(()),
-            err = e.keep() => Err(anyhow::anyhow!("stopping: {err}")),
+            err = e.keep(renewed_at.unwrap_or_else(tokio::time::Instant::now)) => {
+                // Stop leading now: leave the controller (dropped with this select) and say so
+                // before anything else can block.
+                metrics.leader.set(0);
+                tracing::error!(error = %err, "lost the leader lease: stopping");
+                Err(anyhow::anyhow!("stopping: {err}"))
+            }
         },
         None => tokio::select! {
             () = ctl => Ok(()),
             () = grace => Ok(()),
         },
     };
-    if let Some(e) = &elector {
+    // Release only after a clean stop: a lost lease is not ours to release.
+    if let (Some(e), Ok(())) = (&elector, &outcome) {
         e.release().await;
         metrics.leader.set(0);
     }

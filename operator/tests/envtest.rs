@@ -102,13 +102,20 @@ fn free_port() -> u16 {
 }
 
 fn start_operator(ns: &str, tag: &str) -> (Proc, u16) {
+    start_operator_with(ns, tag, std::env::var("OPERATOR_KUBECONFIG").ok())
+}
+
+/// [`start_operator`] with its own kubeconfig (default: the runner's), as identity
+/// `operator-<tag>`.
+fn start_operator_with(ns: &str, tag: &str, kubeconfig: Option<String>) -> (Proc, u16) {
     let port = free_port();
     let log = std::env::temp_dir().join(format!("operator-{ns}-{tag}.log"));
     let mut cmd = Command::new(OPERATOR);
     // As the operator's own ServiceAccount (the shipped RBAC) when the runner provides it.
-    if let Ok(k) = std::env::var("OPERATOR_KUBECONFIG") {
+    if let Some(k) = kubeconfig {
         cmd.env("KUBECONFIG", k);
     }
+    cmd.env("POD_NAME", format!("operator-{tag}"));
     let child = cmd
         .args(["--namespace", ns, "--admin-address", &format!("127.0.0.1:{port}")])
         .args(["--lease-namespace", ns, "--lease-seconds", "6"])
@@ -1532,4 +1539,179 @@ async fn node_trouble_is_handled_like_a_careful_human() {
     })
     .await;
     delete_nodes(&c, group).await;
+}
+
+/// A TCP relay to the API server that can be frozen: it then forwards nothing more, in either
+/// direction, and keeps every connection open (a hung API server, as the client sees it).
+struct FreezableRelay {
+    port: u16,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FreezableRelay {
+    async fn start(upstream: String) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = std::sync::Arc::new(AtomicBool::new(false));
+        let f = frozen.clone();
+        tokio::spawn(async move {
+            while let Ok((down, _)) = listener.accept().await {
+                let f = f.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(up) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (dr, dw) = down.into_split();
+                    let (ur, uw) = up.into_split();
+                    async fn pump(
+                        mut r: tokio::net::tcp::OwnedReadHalf,
+                        mut w: tokio::net::tcp::OwnedWriteHalf,
+                        f: std::sync::Arc<AtomicBool>,
+                    ) {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 16384];
+                        loop {
+                            let Ok(n) = r.read(&mut buf).await else { return };
+                            while f.load(Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                            if n == 0 || w.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    tokio::join!(pump(dr, uw, f.clone()), pump(ur, dw, f));
+                });
+            }
+        });
+        Self { port, frozen }
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The lease's holder, renew time and duration.
+async fn lease_of(c: &Client, ns: &str) -> Option<(String, k8s_openapi::jiff::Timestamp, i64)> {
+    let l = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(c.clone(), ns)
+        .get_opt("rtcd-operator")
+        .await
+        .ok()??;
+    let s = l.spec?;
+    Some((
+        s.holder_identity?,
+        s.renew_time?.0,
+        i64::from(s.lease_duration_seconds?),
+    ))
+}
+
+/// Leader election: the leader's API server hangs (its connection frozen, every request
+/// unanswered); it must stop leading before its lease can expire, and a standby then takes over
+/// and reconciles.
+#[tokio::test]
+#[ignore = "needs envtest (scripts/operator-e2e.sh)"]
+async fn a_hung_renewal_gives_up_leadership_before_the_lease_expires() {
+    let ns = "leader";
+    let c = client().await;
+    create_namespace(&c, ns).await;
+    // The leader talks to the API server through a relay the test can freeze.
+    let kubeconfig = std::env::var("OPERATOR_KUBECONFIG").unwrap();
+    let server = kubectl(&[
+        "--kubeconfig",
+        &kubeconfig,
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ])
+    .unwrap();
+    let upstream = server.trim().trim_start_matches("https://").to_string();
+    let relay = FreezableRelay::start(upstream).await;
+    let relayed = std::env::temp_dir().join("operator-leader-relayed.kubeconfig");
+    std::fs::copy(&kubeconfig, &relayed).unwrap();
+    let relayed = relayed.display().to_string();
+    let cluster_name = kubectl(&[
+        "--kubeconfig",
+        &relayed,
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].name}",
+    ])
+    .unwrap();
+    kubectl(&[
+        "--kubeconfig",
+        &relayed,
+        "config",
+        "set-cluster",
+        cluster_name.trim(),
+        &format!("--server=https://127.0.0.1:{}", relay.port),
+    ])
+    .unwrap();
+
+    let (mut a, _) = start_operator_with(ns, "a", Some(relayed));
+    eventually("operator-a leads", 30, || {
+        let c = c.clone();
+        async move { lease_of(&c, ns).await.filter(|l| l.0 == "operator-a") }
+    })
+    .await;
+    // Let it renew a few times, then hang its API server.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    relay.freeze();
+    let frozen_at = k8s_openapi::jiff::Timestamp::now();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exited_at = loop {
+        if a.child.try_wait().unwrap().is_some() {
+            break k8s_openapi::jiff::Timestamp::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "operator-a still runs 15 s after its API server hung"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (holder, renewed, secs) = lease_of(&c, ns).await.unwrap();
+    assert_eq!(holder, "operator-a", "nobody else may hold the lease yet");
+    let expires = renewed + k8s_openapi::jiff::SignedDuration::from_secs(secs);
+    assert!(
+        exited_at < expires,
+        "operator-a stopped at {exited_at}, after its lease expired at {expires} (renewed {renewed}, frozen {frozen_at})"
+    );
+    println!(
+        "operator-a stopped {} ms after its API server hung, {} ms before its lease expired",
+        exited_at.duration_since(frozen_at).as_millis(),
+        expires.duration_since(exited_at).as_millis()
+    );
+    let log = std::fs::read_to_string(&a.log).unwrap_or_default();
+    assert!(log.contains("lost the leader lease"), "{log}");
+
+    // A standby takes over once the lease has expired, and reconciles.
+    let (_b, _) = start_operator(ns, "b");
+    let (_, taken, _) = eventually("operator-b leads", 30, || {
+        let c = c.clone();
+        async move { lease_of(&c, ns).await.filter(|l| l.0 == "operator-b") }
+    })
+    .await;
+    assert!(
+        taken >= expires,
+        "operator-b took the lease at {taken}, before it expired at {expires}"
+    );
+    let crs: Api<RtcdCluster> = Api::namespaced(c.clone(), ns);
+    crs.create(
+        &PostParams::default(),
+        &cluster("calls", "leader-none", json!({})),
+    )
+    .await
+    .unwrap();
+    eventually("operator-b reconciles", 30, || {
+        let c = c.clone();
+        async move { condition(&get_cr(&c, ns, "calls").await, "Ready").filter(|r| r.1 == "NoEligibleNodes") }
+    })
+    .await;
+    crs.delete("calls", &DeleteParams::default()).await.unwrap();
 }
