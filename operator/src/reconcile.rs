@@ -512,7 +512,37 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
         progress.push(problem(reasons::DRAINING, &node, format!("{name} is draining")));
     }
 
-    // 7. Observe: pods and rtcd's own health.
+    // 7. Autoscalers leave a node alone while its instance carries calls.
+    let removed: BTreeSet<&String> = plan
+        .delete
+        .iter()
+        .chain(&plan.force_delete)
+        .chain(&plan.roll)
+        .collect();
+    for p in pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && !removed.contains(&p.name_any()))
+    {
+        let Some(sessions) = health
+            .get(&p.name_any())
+            .filter(|h| h.ok || h.draining)
+            .and_then(|h| h.sessions)
+        else {
+            continue;
+        };
+        if let Some(patch) = resources::eviction_patch(p, sessions > 0) {
+            match pods_api
+                .patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    // 8. Observe: pods and rtcd's own health.
     let mut node_status = Vec::new();
     let mut ready_count = 0;
     let mut all_listed: BTreeSet<String> = desired.keys().cloned().collect();

@@ -1448,6 +1448,29 @@ async fn node_trouble_is_handled_like_a_careful_human() {
     //    rtcd's API one at a time, their calls going on; back → the drain is cancelled.
     let call1 = HeldCall::start(ips[1]).await;
     let call2 = HeldCall::start(ips[2]).await;
+    // While an instance carries calls, autoscalers are told to leave its node alone.
+    let eviction_marks = |c: Client| async move {
+        pods_by_node(&c, ns, "calls")
+            .await
+            .into_iter()
+            .filter(|(_, p)| {
+                p.annotations()
+                    .get("cluster-autoscaler.kubernetes.io/safe-to-evict")
+                    .map(String::as_str)
+                    == Some("false")
+                    && p.annotations()
+                        .get("karpenter.sh/do-not-disrupt")
+                        .map(String::as_str)
+                        == Some("true")
+            })
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>()
+    };
+    eventually("eviction annotations on the busy pods", 45, || {
+        let c = c.clone();
+        async move { (eviction_marks(c).await == names[1..3]).then_some(()) }
+    })
+    .await;
     for n in &names[1..3] {
         set_node_ready(&c, n, false, 600).await;
     }
@@ -1506,6 +1529,11 @@ async fn node_trouble_is_handled_like_a_careful_human() {
     );
     call1.end().await;
     call2.end().await;
+    eventually("eviction annotations gone once idle", 45, || {
+        let c = c.clone();
+        async move { eviction_marks(c).await.is_empty().then_some(()) }
+    })
+    .await;
 
     // 4. An rtcd that does not answer on a NotReady node: its pod stays (no kubelet would drain
     //    it) until the Node is deleted, then goes at once.

@@ -41,6 +41,31 @@ pub const ANN_ADDRESS: &str = "rtcd-rs.dev/address";
 /// When the operator asked the pod's rtcd to drain through its API (RFC 3339): the pod then
 /// counts against the disruption budget, and is deleted once idle or the drain cancelled.
 pub const ANN_DRAIN_REQUESTED: &str = "rtcd-rs.dev/drain-requested-at";
+/// Set on a pod while its instance has live calls, so node autoscalers leave its node alone:
+/// cluster-autoscaler's and Karpenter's annotations, with the value each expects.
+pub const EVICTION_ANNOTATIONS: [(&str, &str); 2] = [
+    ("cluster-autoscaler.kubernetes.io/safe-to-evict", "false"),
+    ("karpenter.sh/do-not-disrupt", "true"),
+];
+
+/// The merge patch that makes `pod`'s eviction annotations say `busy`, if they do not yet.
+pub fn eviction_patch(pod: &k8s_openapi::api::core::v1::Pod, busy: bool) -> Option<serde_json::Value> {
+    let have = pod.annotations();
+    let mut changes = serde_json::Map::new();
+    for (k, v) in EVICTION_ANNOTATIONS {
+        match (busy, have.get(k).map(String::as_str)) {
+            (true, Some(x)) if x == v => {}
+            (true, _) => {
+                changes.insert(k.into(), json!(v));
+            }
+            (false, Some(_)) => {
+                changes.insert(k.into(), serde_json::Value::Null);
+            }
+            (false, None) => {}
+        }
+    }
+    (!changes.is_empty()).then(|| json!({"metadata": {"annotations": changes}}))
+}
 /// Key of the generated admin secret.
 pub const CREDENTIALS_KEY: &str = "adminSecretKey";
 
@@ -224,5 +249,31 @@ mod tests {
         let a = dns_label("p", &format!("{}a", "y".repeat(80)));
         let b = dns_label("p", &format!("{}b", "y".repeat(80)));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn eviction_annotations_follow_live_calls() {
+        let mut pod = k8s_openapi::api::core::v1::Pod::default();
+        assert_eq!(eviction_patch(&pod, false), None);
+        let on = eviction_patch(&pod, true).expect("patch");
+        assert_eq!(
+            on,
+            json!({"metadata": {"annotations": {
+                "cluster-autoscaler.kubernetes.io/safe-to-evict": "false",
+                "karpenter.sh/do-not-disrupt": "true"}}})
+        );
+        pod.metadata.annotations = Some(
+            EVICTION_ANNOTATIONS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        assert_eq!(eviction_patch(&pod, true), None, "already set");
+        assert_eq!(
+            eviction_patch(&pod, false),
+            Some(json!({"metadata": {"annotations": {
+                "cluster-autoscaler.kubernetes.io/safe-to-evict": null,
+                "karpenter.sh/do-not-disrupt": null}}}))
+        );
     }
 }
