@@ -108,12 +108,40 @@ def one(kind, name=None):
     return m[0]
 def env(c):
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
+# rbac_ok(ns, op, watch): the operator's RBAC objects (op = its name, ns = the release namespace,
+# watch = operator.watchNamespace or "")
+import os
+def rbac_ok(ns, op, watch):
+    kind_w = "Role" if watch else "ClusterRole"
+    w = one(kind_w, op)
+    assert w["rules"] == json.loads(os.environ["OPERATOR_RULES"]), "workload rules differ from the operator code"
+    assert w["metadata"].get("namespace") == (watch or None), w["metadata"]
+    b = one(kind_w + "Binding", op)
+    assert b["roleRef"]["kind"] == kind_w and b["roleRef"]["name"] == op and b["metadata"].get("namespace") == (watch or None)
+    subject = [{"kind": "ServiceAccount", "name": op, "namespace": ns}]
+    assert b["subjects"] == subject, b["subjects"]
+    assert one("ClusterRole", op + "-nodes")["rules"] == json.loads(os.environ["NODE_RULES"])
+    assert one("ClusterRoleBinding", op + "-nodes")["subjects"] == subject
+    lease = one("Role", op + "-lease")
+    assert lease["metadata"]["namespace"] == ns
+    assert lease["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [op], "verbs": ["get", "update"]}], lease["rules"]
+    assert one("RoleBinding", op + "-lease")["subjects"] == subject
+
 exec(compile(sys.stdin.read(), "assertions", "exec"))
 PY
 pyassert() { python3 "$W/assert.py" "$W/$1.json"; }
 
-OPERATOR_RULES='[{"apiGroups": ["rtcd-rs.dev"], "resources": ["rtcdclusters"], "verbs": ["get", "list", "watch", "patch"]}, {"apiGroups": ["rtcd-rs.dev"], "resources": ["rtcdclusters/status"], "verbs": ["patch"]}, {"apiGroups": [""], "resources": ["pods", "services"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]}, {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "delete"]}, {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["get", "create", "patch", "delete"]}, {"apiGroups": ["monitoring.coreos.com"], "resources": ["servicemonitors"], "verbs": ["get", "create", "patch", "delete"]}, {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]}, {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}, {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}]'
-export OPERATOR_RULES
+# must_fail WHAT-IT-NAMES helm-args...: the rendering fails and the error names the key
+must_fail() {
+  local names=$1; shift
+  if helm template "$RELEASE" "$CHART" "$@" >"$W/typo.out" 2>&1; then echo "rendered, but should fail: $*"; exit 1; fi
+  grep -F -- "$names" "$W/typo.out" || { echo "error does not name '$names':"; cat "$W/typo.out"; exit 1; }
+}
+
+OPERATOR_RULES='[{"apiGroups": ["rtcd-rs.dev"], "resources": ["rtcdclusters"], "verbs": ["get", "list", "watch", "patch"]}, {"apiGroups": ["rtcd-rs.dev"], "resources": ["rtcdclusters/status"], "verbs": ["patch"]}, {"apiGroups": [""], "resources": ["pods", "services"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]}, {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "delete"]}, {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["get", "create", "patch", "delete"]}, {"apiGroups": ["monitoring.coreos.com"], "resources": ["servicemonitors"], "verbs": ["get", "create", "patch", "delete"]}, {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}]'
+NODE_RULES='[{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]}]'
+export OPERATOR_RULES NODE_RULES
 
 # Every RtcdCluster field upstream lacks, through rtcdCluster.spec.
 cat >"$W/values-full.yaml" <<'EOF'
@@ -122,7 +150,7 @@ rtcdCluster:
   labels: {team: calls}
   spec:
     credentials: {name: rtcd-admin, key: adminSecretKey}
-    sysctls: {enabled: true, image: busybox:1.37, values: {net.core.rmem_max: 33554432}}
+    sysctls: {enabled: true, values: {net.core.rmem_max: 33554432}}
     podDisruptionBudget: {enabled: true, maxUnavailable: 2}
     serviceMonitor: {enabled: true, interval: 15s, labels: {release: prometheus}}
     config:
@@ -160,7 +188,8 @@ t_defaults() {
   render_golden defaults default
   pyassert defaults <<'PY'
 import os
-assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "RtcdCluster",
+assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ClusterRole", "ClusterRoleBinding",
+                        "Role", "RoleBinding", "Deployment", "RtcdCluster",
                         "ServiceAccount", "Role", "RoleBinding", "Job", "Pod"]), kinds
 d = one("Deployment", "mattermost-rtcd-operator")
 p = d["spec"]["template"]["spec"]
@@ -179,10 +208,8 @@ assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"] and s
 assert p["securityContext"]["runAsNonRoot"] and p["securityContext"]["runAsUser"] == 65532
 assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
 assert p["serviceAccountName"] == one("ServiceAccount", "mattermost-rtcd-operator")["metadata"]["name"]
-assert one("ClusterRole")["rules"] == json.loads(os.environ["OPERATOR_RULES"]), "ClusterRole rules differ from the operator's"
-b = one("ClusterRoleBinding")
-assert b["roleRef"]["name"] == "mattermost-rtcd-operator"
-assert b["subjects"] == [{"kind": "ServiceAccount", "name": "mattermost-rtcd-operator", "namespace": "chart-test"}]
+rbac_ok("chart-test", "mattermost-rtcd-operator", "")
+assert "SYSCTL_IMAGES" not in e
 r = one("RtcdCluster", "mattermost-rtcd")
 assert r["apiVersion"] == "rtcd-rs.dev/v1alpha1" and r["metadata"]["namespace"] == "chart-test"
 assert r["spec"] == {"image": "ghcr.io/rtcd-rs/rtcd:0.1.0", "imagePullPolicy": "IfNotPresent",
@@ -284,8 +311,19 @@ check "helm template, every RtcdCluster field via rtcdCluster.spec (spec wins, e
 t_toggles() {
   render operator-only --set rtcdCluster.enabled=false
   pyassert operator-only <<'PY'
-assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"], kinds
+assert kinds == ["ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "Deployment",
+                 "Role", "RoleBinding", "ServiceAccount"], kinds
 PY
+  # operator.watchNamespace: the workload rules become a Role there; sysctlImages reach the operator
+  render scoped --set rtcdCluster.enabled=false --set operator.watchNamespace=calls \
+    --set "operator.sysctlImages={busybox@sha256:$(printf 'a%.0s' {1..64})}"
+  pyassert scoped <<'PY'
+rbac_ok("chart-test", "mattermost-rtcd-operator", "calls")
+assert [o for o in objs if o["kind"] == "ClusterRole"] == [one("ClusterRole", "mattermost-rtcd-operator-nodes")], "only Nodes are cluster-wide"
+e = env(one("Deployment")["spec"]["template"]["spec"]["containers"][0])
+assert e["WATCH_NAMESPACE"] == "calls" and e["SYSCTL_IMAGES"] == "busybox@sha256:" + "a" * 64, e
+PY
+  must_fail "at '/operator/sysctlImages/0'" --set "operator.sysctlImages={busybox:1.37}"
   render cluster-only --set operator.enabled=false
   pyassert cluster-only <<'PY'
 assert "Deployment" not in kinds and "ClusterRole" not in kinds and "RtcdCluster" in kinds, kinds
@@ -295,23 +333,16 @@ PY
     --show-only templates/operator/serviceaccount.yaml --show-only templates/operator/rbac.yaml >"$W/e2e-rbac.yaml"
   to_json "$W/e2e-rbac.yaml" >"$W/e2e-rbac.json"
   pyassert e2e-rbac <<'PY'
-import os
-assert kinds == ["ClusterRole", "ClusterRoleBinding", "ServiceAccount"], kinds
+assert kinds == ["ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "Role", "RoleBinding",
+                 "ServiceAccount"], kinds
 sa = one("ServiceAccount")
 assert (sa["metadata"]["name"], sa["metadata"]["namespace"]) == ("rtcd-operator", "rtcd-system")
-assert one("ClusterRoleBinding")["subjects"] == [{"kind": "ServiceAccount", "name": "rtcd-operator", "namespace": "rtcd-system"}]
-assert one("ClusterRole")["rules"] == json.loads(os.environ["OPERATOR_RULES"])
+rbac_ok("rtcd-system", "rtcd-operator", "")
 PY
 }
 check "helm template, toggles: operator only, cluster only, the RBAC operator-e2e.sh applies" t_toggles
 
 
-# must_fail WHAT-IT-NAMES helm-args...: the rendering fails and the error names the key
-must_fail() {
-  local names=$1; shift
-  if helm template "$RELEASE" "$CHART" "$@" >"$W/typo.out" 2>&1; then echo "rendered, but should fail: $*"; exit 1; fi
-  grep -F -- "$names" "$W/typo.out" || { echo "error does not name '$names':"; cat "$W/typo.out"; exit 1; }
-}
 t_typos() {
   must_fail "additional properties 'imagee' not allowed" --set imagee.tag=x
   must_fail "at '/rtcdCluster': additional properties 'replicas' not allowed" --set rtcdCluster.replicas=3

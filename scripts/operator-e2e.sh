@@ -22,7 +22,7 @@ ip link set lo up
 ip link add n0 type veth peer name n1
 ip link set n1 up
 ip link set n0 up
-for a in 1 2 3 4 11 21 31 41 51 52 53 54; do ip addr add "198.18.1.$a/24" dev n0; done
+for a in 1 2 3 4 11 21 31 41 51 52 53 54 61; do ip addr add "198.18.1.$a/24" dev n0; done
 T0=$(date +%s)
 RUN=$("$ROOT/e2e/envtest/up.sh" | tail -n1)
 echo "operator-e2e: control plane up in $(( $(date +%s) - T0 ))s ($RUN)"
@@ -34,15 +34,27 @@ export KUBECTL RTCD_BIN
 "$KUBECTL" apply --server-side -f "$ROOT/crds/rtcdclusters.yaml" >/dev/null
 "$KUBECTL" wait --for condition=established --timeout=30s crd/rtcdclusters.rtcd-rs.dev >/dev/null
 # The operator runs as its own ServiceAccount with exactly the shipped RBAC, so a missing verb fails.
-"$KUBECTL" create namespace rtcd-system >/dev/null
-# Its ServiceAccount rtcd-system/rtcd-operator and RBAC come from the chart, their single source.
-helm template rtcd "$ROOT/charts/mattermost-rtcd" --namespace rtcd-system --set fullnameOverride=rtcd \
-  --show-only templates/operator/serviceaccount.yaml --show-only templates/operator/rbac.yaml \
-  | "$KUBECTL" apply -f - >/dev/null
-TOKEN=$("$KUBECTL" -n rtcd-system create token rtcd-operator --duration=2h)
+# Its ServiceAccount and RBAC come from the chart, their single source.
+# operator_rbac RELEASE-NAMESPACE FULLNAME OUT [helm args]: applies the chart's operator
+# ServiceAccount + RBAC and writes a kubeconfig with that ServiceAccount's token to OUT.
+operator_rbac() {
+  local ns=$1 name=$2 out=$3 token
+  shift 3
+  "$KUBECTL" create namespace "$ns" >/dev/null
+  helm template "$name" "$ROOT/charts/mattermost-rtcd" --namespace "$ns" --set fullnameOverride="$name" "$@" \
+    --show-only templates/operator/serviceaccount.yaml --show-only templates/operator/rbac.yaml \
+    | "$KUBECTL" apply -f - >/dev/null
+  token=$("$KUBECTL" -n "$ns" create token "$name-operator" --duration=2h)
+  "$KUBECTL" config view --raw --minify --flatten >"$out"
+  KUBECONFIG="$out" "$KUBECTL" config set-credentials operator --token="$token" >/dev/null
+  KUBECONFIG="$out" "$KUBECTL" config set-context --current --user=operator >/dev/null
+}
+# Cluster-wide (every test's operator, one Lease rtcd-system/rtcd-operator), and namespace-scoped
+# (operator.watchNamespace=scoped, released into rtcd-scoped).
 OPERATOR_KUBECONFIG="$RUN/operator.kubeconfig"
-"$KUBECTL" config view --raw --minify --flatten >"$OPERATOR_KUBECONFIG"
-KUBECONFIG="$OPERATOR_KUBECONFIG" "$KUBECTL" config set-credentials operator --token="$TOKEN" >/dev/null
-KUBECONFIG="$OPERATOR_KUBECONFIG" "$KUBECTL" config set-context --current --user=operator >/dev/null
-export OPERATOR_KUBECONFIG
+operator_rbac rtcd-system rtcd "$OPERATOR_KUBECONFIG"
+SCOPED_KUBECONFIG="$RUN/scoped.kubeconfig"
+"$KUBECTL" create namespace scoped >/dev/null
+operator_rbac rtcd-scoped scoped "$SCOPED_KUBECONFIG" --set operator.watchNamespace=scoped
+export OPERATOR_KUBECONFIG SCOPED_KUBECONFIG
 "$TEST_BIN" --ignored --test-threads=1 "$@"

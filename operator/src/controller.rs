@@ -28,6 +28,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// rtcd health answers.
     pub health: health::Cache,
+    /// Images the privileged sysctl init container may run (`--sysctl-images`).
+    pub sysctl_images: Vec<String>,
 }
 
 impl Context {
@@ -48,10 +50,12 @@ impl Context {
 
 /// Runs the controller until `shutdown` resolves.
 /// `client` serves requests (bounded by timeouts), `watch_client` the watches.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: Client,
     watch_client: Client,
     metrics: Arc<Metrics>,
+    sysctl_images: Vec<String>,
     namespace: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -79,6 +83,7 @@ pub async fn run(
         ),
         metrics,
         health: health::Cache::default(),
+        sysctl_images,
     });
     let controller = Controller::new(crs, watcher::Config::default());
     let store = controller.store();

@@ -18,8 +18,17 @@ pub const VERSION: &str = "v1alpha1";
 
 /// Default rtcd image.
 pub const DEFAULT_IMAGE: &str = "ghcr.io/rtcd-rs/rtcd:0.1.0";
-/// Default image of the sysctl init container.
-pub const DEFAULT_SYSCTL_IMAGE: &str = "busybox:1.37";
+/// Default image of the sysctl init container: busybox 1.37's image index, pinned by digest
+/// (the container runs privileged, so a tag that could be re-pointed is not accepted).
+pub const DEFAULT_SYSCTL_IMAGE: &str =
+    "busybox:1.37@sha256:9db7b59979c38555a39def84a31fb98b5296952f9e3afd4f6f11f05b07adfab0";
+/// The only kernel settings the init container may write: the socket-buffer caps rtcd's UDP
+/// sockets ask for. Anything else (`kernel.*`, `vm.*`, even `net.core.optmem_max`, which rtcd's
+/// two bytes of ancillary data per send do not need) would be node-wide power handed to whoever
+/// can write an RtcdCluster.
+pub const ALLOWED_SYSCTLS: [&str; 2] = ["net.core.rmem_max", "net.core.wmem_max"];
+/// The range of a socket-buffer cap: from Linux's usual default up to 64 MiB.
+pub const SYSCTL_RANGE: std::ops::RangeInclusive<u64> = 212_992..=67_108_864;
 
 /// A fleet of rtcd instances: one hostNetwork pod per matching Ready node, each advertising
 /// its own node's public address.
@@ -456,22 +465,26 @@ fn yes() -> bool {
 }
 
 /// Node-level socket-buffer sysctls, set by a privileged init container. `net.core.*` is not
-/// namespaced: with hostNetwork this changes the node's own kernel settings.
+/// namespaced: with hostNetwork this changes the node's own kernel settings. Only raised, never
+/// lowered. `enabled: false` leaves node tuning to the cluster admin (rtcd logs the buffer sizes
+/// it gets).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.image.matches('@sha256:[0-9a-f]{64}$')").message("sysctls.image must be pinned by digest (name@sha256:<64 hex digits>): it runs privileged on the node").field_path(".image"))]
+#[x_kube(validation = Rule::new("self.values.all(k, k in ['net.core.rmem_max', 'net.core.wmem_max'])").message("sysctls.values: only net.core.rmem_max and net.core.wmem_max may be set").field_path(".values"))]
 pub struct Sysctls {
     /// Run the init container.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Its image (needs `sysctl` and `sh`).
+    /// Its image, pinned by digest (needs `sh` and `sysctl`); it must also be one the operator
+    /// allows (`--sysctl-images`).
     #[serde(default = "default_sysctl_image")]
+    #[schemars(length(max = 512))]
     pub image: String,
-    /// Key → value. Default: rmem_max, wmem_max, optmem_max = 16777216.
+    /// `net.core.rmem_max` and/or `net.core.wmem_max` → bytes (212992 to 67108864).
+    /// Default: both 16777216.
     #[serde(default = "default_sysctl_values")]
-    #[schemars(
-        length(max = 16),
-        inner(regex(pattern = r"^[0-9]+( [0-9]+)*$"), length(max = 64))
-    )]
+    #[schemars(length(max = 2), inner(regex(pattern = r"^[0-9]{1,12}$")))]
     pub values: BTreeMap<String, String>,
 }
 
@@ -490,7 +503,7 @@ fn default_sysctl_image() -> String {
 }
 
 fn default_sysctl_values() -> BTreeMap<String, String> {
-    ["net.core.rmem_max", "net.core.wmem_max", "net.core.optmem_max"]
+    ALLOWED_SYSCTLS
         .into_iter()
         .map(|k| (k.to_string(), "16777216".to_string()))
         .collect()

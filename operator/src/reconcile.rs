@@ -73,7 +73,7 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
     let prev = cr.status.clone().unwrap_or_default();
 
     // 1. A spec the schema let through but that cannot work: change nothing, say which field.
-    let errors = validate::validate(&cr.spec);
+    let errors = validate::validate(&cr.spec, &ctx.sysctl_images);
     if !errors.is_empty() {
         let detail = errors
             .iter()

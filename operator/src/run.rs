@@ -39,6 +39,11 @@ pub struct Args {
     /// Run without leader election (a single replica only).
     #[arg(long)]
     pub no_leader_election: bool,
+    /// Images the privileged sysctl init container may run, comma-separated, each pinned by
+    /// digest: an RtcdCluster naming another one is refused, so writing an RtcdCluster does not
+    /// choose what runs as root on a node.
+    #[arg(long, env = "SYSCTL_IMAGES", value_delimiter = ',', default_value = crate::crd::DEFAULT_SYSCTL_IMAGE)]
+    pub sysctl_images: Vec<String>,
     /// Log format: json or plain.
     #[arg(long, env = "LOG_FORMAT", default_value = "json", value_parser = ["json", "plain"])]
     pub log_format: String,
@@ -55,6 +60,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         builder.json().flatten_event(true).init();
     } else {
         builder.init();
+    }
+    if let Some(bad) = args
+        .sysctl_images
+        .iter()
+        .find(|i| !crate::validate::pinned_by_digest(i))
+    {
+        anyhow::bail!(
+            "--sysctl-images / SYSCTL_IMAGES: {bad:?} is not pinned by digest (name@sha256:<64 hex digits>)"
+        );
     }
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
@@ -144,6 +158,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         client,
         watch_client,
         metrics.clone(),
+        args.sysctl_images.clone(),
         args.namespace.clone(),
         stopped(stop_rx.clone()),
     );

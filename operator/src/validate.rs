@@ -21,7 +21,8 @@ impl std::fmt::Display for FieldError {
 }
 
 /// Every problem in `spec`, sorted by field.
-pub fn validate(spec: &RtcdClusterSpec) -> Vec<FieldError> {
+/// `allowed_sysctl_images`: the images the operator lets the privileged init container run.
+pub fn validate(spec: &RtcdClusterSpec, allowed_sysctl_images: &[String]) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let mut err = |field: String, message: String| errs.push(FieldError { field, message });
     if spec.image.trim().is_empty() {
@@ -193,36 +194,47 @@ pub fn validate(spec: &RtcdClusterSpec) -> Vec<FieldError> {
         }
     }
     for (k, v) in &spec.sysctls.values {
-        if v.is_empty()
-            || !v
-                .split(' ')
-                .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        let field = format!("spec.sysctls.values[{k}]");
+        if !crate::crd::ALLOWED_SYSCTLS.contains(&k.as_str()) {
+            err(
+                field,
+                format!(
+                    "only {} may be set: the init container runs privileged on the node",
+                    crate::crd::ALLOWED_SYSCTLS.join(" and ")
+                ),
+            );
+        } else if !v
+            .parse::<u64>()
+            .is_ok_and(|n| crate::crd::SYSCTL_RANGE.contains(&n))
         {
             err(
-                format!("spec.sysctls.values[{k}]"),
-                format!("{v:?} is not a number (or space-separated numbers)"),
+                field,
+                format!(
+                    "{v:?} is not a number of bytes from {} to {}",
+                    crate::crd::SYSCTL_RANGE.start(),
+                    crate::crd::SYSCTL_RANGE.end()
+                ),
             );
         }
     }
-    for k in spec.sysctls.values.keys() {
-        let ok = !k.is_empty()
-            && k.split('.').all(|p| {
-                !p.is_empty()
-                    && p.chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-            });
-        if !ok {
+    if spec.sysctls.enabled {
+        let image = &spec.sysctls.image;
+        if !pinned_by_digest(image) {
             err(
-                format!("spec.sysctls.values[{k}]"),
-                "is not a dotted sysctl name like net.core.rmem_max".into(),
+                "spec.sysctls.image".into(),
+                format!(
+                    "{image:?} is not pinned by digest (name@sha256:<64 hex digits>): it runs privileged on the node"
+                ),
+            );
+        } else if !allowed_sysctl_images.iter().any(|a| a == image) {
+            err(
+                "spec.sysctls.image".into(),
+                format!(
+                    "{image:?} is not among the images this operator runs privileged (its --sysctl-images: {})",
+                    allowed_sysctl_images.join(", ")
+                ),
             );
         }
-    }
-    if spec.sysctls.enabled && spec.sysctls.image.trim().is_empty() {
-        err(
-            "spec.sysctls.image".into(),
-            "must not be empty while sysctls are enabled".into(),
-        );
     }
     errs.sort();
     errs
@@ -314,6 +326,17 @@ fn valid_cidr(s: &str) -> bool {
     }
 }
 
+/// Whether `image` names a digest (`...@sha256:` and 64 lowercase hex digits).
+pub fn pinned_by_digest(image: &str) -> bool {
+    image.rsplit_once("@sha256:").is_some_and(|(name, hex)| {
+        !name.is_empty()
+            && hex.len() == 64
+            && hex
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    })
+}
+
 /// Why rtcd would refuse `id` as a client ID (it is a Basic auth user name), if it would.
 pub fn client_id_problem(id: &str) -> Option<String> {
     if id.is_empty() || id.len() > 128 {
@@ -341,9 +364,47 @@ mod tests {
         serde_json::from_value(serde_json::json!({})).expect("defaults")
     }
 
+    fn allowed() -> Vec<String> {
+        vec![crate::crd::DEFAULT_SYSCTL_IMAGE.to_string()]
+    }
+
+    #[test]
+    fn sysctls_are_an_allowlist_run_from_a_pinned_allowed_image() {
+        let mut s = spec();
+        s.sysctls.values.insert("kernel.core_pattern".into(), "1".into());
+        s.sysctls.values.insert("net.core.rmem_max".into(), "1".into());
+        s.sysctls.image = "busybox:1.37".into();
+        let errs = validate(&s, &allowed());
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.sysctls.image",
+                "spec.sysctls.values[kernel.core_pattern]",
+                "spec.sysctls.values[net.core.rmem_max]"
+            ],
+            "{errs:?}"
+        );
+        assert!(errs[0].message.contains("pinned by digest"), "{errs:?}");
+        let other = format!("evil/img@sha256:{}", "a".repeat(64));
+        s = spec();
+        s.sysctls.image = other;
+        let errs = validate(&s, &allowed());
+        assert!(
+            errs.len() == 1 && errs[0].message.contains("--sysctl-images"),
+            "{errs:?}"
+        );
+        s.sysctls.enabled = false;
+        assert_eq!(validate(&s, &allowed()), vec![], "not run: not checked");
+        assert!(pinned_by_digest(crate::crd::DEFAULT_SYSCTL_IMAGE));
+        assert!(
+            !pinned_by_digest("x@sha256:ABC") && !pinned_by_digest(&format!("@sha256:{}", "a".repeat(64)))
+        );
+    }
+
     #[test]
     fn defaults_are_valid() {
-        assert_eq!(validate(&spec()), vec![]);
+        assert_eq!(validate(&spec(), &allowed()), vec![]);
     }
 
     #[test]
@@ -366,7 +427,7 @@ mod tests {
             name: "1BAD".into(),
             ..Default::default()
         }];
-        let fields: Vec<String> = validate(&s).into_iter().map(|e| e.field).collect();
+        let fields: Vec<String> = validate(&s, &allowed()).into_iter().map(|e| e.field).collect();
         assert_eq!(
             fields,
             vec![
@@ -392,7 +453,7 @@ mod tests {
         .expect("clients");
         assert_eq!(s.clients[0].client_id_key, "clientID");
         assert_eq!(s.clients[0].auth_key_key, "authKey");
-        let fields: Vec<String> = validate(&s).into_iter().map(|e| e.field).collect();
+        let fields: Vec<String> = validate(&s, &allowed()).into_iter().map(|e| e.field).collect();
         assert_eq!(
             fields,
             vec![
@@ -403,14 +464,14 @@ mod tests {
             ]
         );
         s.clients.truncate(1);
-        assert_eq!(validate(&s), vec![]);
+        assert_eq!(validate(&s, &allowed()), vec![]);
         s.clients[0].client_id = Some("mattermost".into());
-        let fields: Vec<String> = validate(&s).into_iter().map(|e| e.field).collect();
+        let fields: Vec<String> = validate(&s, &allowed()).into_iter().map(|e| e.field).collect();
         assert_eq!(fields, ["spec.clients[0].clientId"], "clientId without generate");
         s.clients[0].generate = true;
-        assert_eq!(validate(&s), vec![]);
+        assert_eq!(validate(&s, &allowed()), vec![]);
         s.clients[0].client_id = Some("a:b".into());
-        let errs = validate(&s);
+        let errs = validate(&s, &allowed());
         assert!(errs.len() == 1 && errs[0].message.contains("':'"), "{errs:?}");
         assert!(auth_key_problem(31).is_some() && auth_key_problem(73).is_some());
         assert!(auth_key_problem(43).is_none());

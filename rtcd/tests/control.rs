@@ -788,6 +788,8 @@ async fn a_close_reaches_the_plugins_new_connection_without_a_reconnect() {
     let loud: Vec<&str> = log
         .lines()
         .filter(|l| l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#))
+        // The start's note about this machine's socket buffer caps is not about the plugin.
+        .filter(|l| !l.contains("UDP socket buffers"))
         .collect();
     assert!(
         loud.is_empty(),

@@ -127,9 +127,17 @@ fn pod_spec(cr: &RtcdCluster, node: &str, adv: &Advertised, credentials: &Secret
             .sysctls
             .values
             .iter()
-            // A key the node's kernel does not expose here (e.g. kind nodes, whose network
-            // namespace is not the host's) is reported, not fatal: rtcd still runs untuned.
-            .map(|(k, v)| format!("sysctl -w {k}='{v}' || echo 'rtcd-operator: could not set {k}' >&2"))
+            // Only raised, never lowered (an admin may have set more). A key the node's kernel
+            // does not expose here (e.g. kind nodes, whose network namespace is not the host's)
+            // is reported, not fatal: rtcd still runs untuned. Keys and values were validated
+            // (an allowlist of two, numbers only), so nothing here comes unchecked from the spec.
+            .map(|(k, v)| {
+                format!(
+                    "cur=$(sysctl -n {k} 2>/dev/null || echo 0); \
+                     if [ \"$cur\" -ge {v} ]; then echo \"{k} = $cur (kept)\"; \
+                     else sysctl -w {k}={v} || echo 'rtcd-operator: could not set {k}' >&2; fi"
+                )
+            })
             .collect::<Vec<_>>()
             .join("; ");
         vec![Container {
@@ -428,10 +436,10 @@ mod tests {
         );
         let script = &init.command.as_ref().expect("cmd")[2];
         assert!(
-            script.contains("sysctl -w net.core.rmem_max='16777216'"),
+            script.contains("sysctl -w net.core.rmem_max=16777216"),
             "{script}"
         );
-        assert!(script.contains("net.core.wmem_max") && script.contains("net.core.optmem_max"));
+        assert!(script.contains("net.core.wmem_max") && !script.contains("optmem"));
         let c0 = &spec.containers[0];
         let live = c0
             .liveness_probe
@@ -591,5 +599,69 @@ mod tests {
             1
         );
         assert_eq!(env["RTCD_LOGGER_CONSOLELEVEL"].value.as_deref(), Some("DEBUG"));
+    }
+
+    /// The init container's script, run by `sh` against a stand-in `sysctl` over files: it
+    /// raises a setting below the wanted value, keeps one above it, and goes on past a key the
+    /// kernel refuses.
+    #[test]
+    fn the_sysctl_script_only_raises() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).expect("state");
+        std::fs::write(state.join("net.core.rmem_max"), "212992").expect("rmem");
+        std::fs::write(state.join("net.core.wmem_max"), "33554432").expect("wmem");
+        let stub = dir.path().join("sysctl");
+        std::fs::write(
+            &stub,
+            format!(
+                "#!/bin/sh\nS={}\nif [ \"$1\" = -n ]; then cat \"$S/$2\"; exit; fi\n\
+                 k=${{2%%=*}}; v=${{2#*=}}; [ -e \"$S/$k\" ] || exit 1; echo \"$v\" > \"$S/$k\"; echo \"$k = $v\"\n",
+                state.display()
+            ),
+        )
+        .expect("stub");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut c = cr();
+        c.spec
+            .sysctls
+            .values
+            .insert("net.core.rmem_max".into(), "16777216".into());
+        c.spec
+            .sysctls
+            .values
+            .insert("net.core.wmem_max".into(), "16777216".into());
+        let n = node("node-a", "10.0.0.1", Some("203.0.113.1"));
+        let adv = advertised(&c, &n, None).expect("address");
+        let p = pod(&c, "node-a", &adv, &creds(), "");
+        let init = &p
+            .spec
+            .as_ref()
+            .expect("spec")
+            .init_containers
+            .as_ref()
+            .expect("init")[0];
+        let script = init.command.as_ref().expect("cmd")[2].clone();
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+            .output()
+            .expect("sh");
+        assert!(out.status.success(), "{out:?}");
+        let read = |k: &str| {
+            std::fs::read_to_string(state.join(k))
+                .expect("read")
+                .trim()
+                .to_string()
+        };
+        assert_eq!(read("net.core.rmem_max"), "16777216", "raised");
+        assert_eq!(
+            read("net.core.wmem_max"),
+            "33554432",
+            "an admin's larger value kept"
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("net.core.wmem_max = 33554432 (kept)"), "{stdout}");
     }
 }

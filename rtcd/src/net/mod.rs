@@ -281,6 +281,32 @@ fn tcp_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::from_std(sock.into())
 }
 
+/// Says once what the kernel granted of [`SOCKET_BUFFER`] (it reports double what it grants,
+/// for its own bookkeeping), and warns, naming the sysctl, when it capped the grant: nodes tuned
+/// by their admin (no privileged init container) show here whether the tuning took.
+fn log_buffers_once(recv: usize, send: usize) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let (got_recv, got_send) = (recv / 2, send / 2);
+        if got_recv < SOCKET_BUFFER || got_send < SOCKET_BUFFER {
+            tracing::warn!(
+                asked = SOCKET_BUFFER,
+                recv = got_recv,
+                send = got_send,
+                "UDP socket buffers: asked {SOCKET_BUFFER} bytes, got {got_recv} (receive) and {got_send} (send): \
+                 raise net.core.rmem_max / net.core.wmem_max on this node to at least {SOCKET_BUFFER}, or bursts of \
+                 media may be dropped"
+            );
+        } else {
+            tracing::info!(
+                recv = got_recv,
+                send = got_send,
+                "UDP socket buffers: asked {SOCKET_BUFFER} bytes, got {got_recv} (receive) and {got_send} (send)"
+            );
+        }
+    });
+}
+
 fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProto::UDP))?;
     sock.set_reuse_address(true)?;
@@ -291,6 +317,10 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     // Best effort: the kernel caps these at rmem_max/wmem_max.
     let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+    log_buffers_once(
+        sock.recv_buffer_size().unwrap_or(0),
+        sock.send_buffer_size().unwrap_or(0),
+    );
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     Ok(sock.into())
