@@ -139,7 +139,7 @@ must_fail() {
   grep -F -- "$names" "$W/typo.out" || { echo "error does not name '$names':"; cat "$W/typo.out"; exit 1; }
 }
 
-OPERATOR_RULES='[{"apiGroups": ["rtcd-rs.dev"], "resources": ["rtcdclusters"], "verbs": ["get", "list", "watch", "patch"]}, {"apiGroups": ["rtcd-rs.dev"], "resources": ["rtcdclusters/status"], "verbs": ["patch"]}, {"apiGroups": [""], "resources": ["pods", "services"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]}, {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "delete"]}, {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["get", "create", "patch", "delete"]}, {"apiGroups": ["monitoring.coreos.com"], "resources": ["servicemonitors"], "verbs": ["get", "create", "patch", "delete"]}, {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}]'
+OPERATOR_RULES='[{"apiGroups": ["rtcd-rs.dev"], "resources": ["rtcdclusters"], "verbs": ["get", "list", "watch", "patch"]}, {"apiGroups": ["rtcd-rs.dev"], "resources": ["rtcdclusters/status"], "verbs": ["patch"]}, {"apiGroups": [""], "resources": ["pods", "services"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]}, {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "delete"]}, {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}, {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["get", "create", "patch", "delete"]}, {"apiGroups": ["monitoring.coreos.com"], "resources": ["servicemonitors"], "verbs": ["get", "create", "patch", "delete"]}, {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}]'
 NODE_RULES='[{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]}]'
 export OPERATOR_RULES NODE_RULES
 
@@ -426,7 +426,7 @@ if [ -n "$RUN" ]; then
 
   t_crd() {
     k apply --server-side -f "$CHART/crds/rtcdclusters.yaml"
-    k wait --for condition=established --timeout=30s crd/rtcdclusters.rtcd-rs.dev
+    "$ROOT/e2e/lib/crd-established.sh" kubectl rtcdclusters.rtcd-rs.dev --request-timeout=20s
     k create namespace "$NS"
     k create namespace rtcd-system
     k create namespace chart-examples

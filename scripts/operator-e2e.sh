@@ -22,7 +22,7 @@ ip link set lo up
 ip link add n0 type veth peer name n1
 ip link set n1 up
 ip link set n0 up
-for a in 1 2 3 4 11 21 31 41 51 52 53 54 61; do ip addr add "198.18.1.$a/24" dev n0; done
+for a in 1 2 3 4 11 21 31 41 51 52 53 54 61 71 72; do ip addr add "198.18.1.$a/24" dev n0; done
 T0=$(date +%s)
 RUN=$("$ROOT/e2e/envtest/up.sh" | tail -n1)
 echo "operator-e2e: control plane up in $(( $(date +%s) - T0 ))s ($RUN)"
@@ -32,7 +32,7 @@ trap '"$ROOT/e2e/envtest/down.sh" "$RUN"' EXIT
 KUBECTL=$(command -v kubectl || true)
 export KUBECTL RTCD_BIN
 "$KUBECTL" apply --server-side -f "$ROOT/crds/rtcdclusters.yaml" >/dev/null
-"$KUBECTL" wait --for condition=established --timeout=30s crd/rtcdclusters.rtcd-rs.dev >/dev/null
+"$ROOT/e2e/lib/crd-established.sh" "$KUBECTL" rtcdclusters.rtcd-rs.dev
 # The operator runs as its own ServiceAccount with exactly the shipped RBAC, so a missing verb fails.
 # Its ServiceAccount and RBAC come from the chart, their single source.
 # operator_rbac RELEASE-NAMESPACE FULLNAME OUT [helm args]: applies the chart's operator

@@ -135,7 +135,20 @@ start etcd "$BIN/etcd" --name envtest --data-dir "$ETCD_DIR/data" \
 wait_for "etcd ready" etcd 30 curl -sf --max-time 2 "http://127.0.0.1:$ETCD_PORT/readyz"
 
 # --- kube-apiserver --------------------------------------------------------------------------------------
+# The audit log records every request of a ServiceAccount (the operator runs as one; the control
+# plane's own components and the tests do not): tests count the operator's reads and writes there.
+cat >"$RUN/audit-policy.yaml" <<'EOF_POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+EOF_POLICY
 start kube-apiserver "$BIN/kube-apiserver" \
+  --audit-policy-file="$RUN/audit-policy.yaml" --audit-log-path="$RUN/audit.log" --audit-log-format=json \
+  --audit-log-mode=blocking \
   --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
   --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
   --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" --client-ca-file="$PKI/ca.crt" \

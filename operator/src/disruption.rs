@@ -42,6 +42,10 @@ pub struct Policy {
     pub grace_secs: i64,
     /// More than this percentage of selected nodes NotReady at once: act on none.
     pub partition_percent: i32,
+    /// Seconds since the partition guard last turned off, if known: nodes still NotReady then
+    /// get a fresh grace period (they are most likely recovering with the others), so a guard
+    /// lifting node by node does not drain the last ones at once.
+    pub since_guard_lifted: Option<i64>,
 }
 
 /// What triage decided.
@@ -86,6 +90,9 @@ pub fn triage(nodes: &[(String, NodeState)], pod_nodes: &BTreeSet<String>, polic
                 t.held.insert(name.clone(), why.clone());
             }
             NodeState::NotReady { for_secs } => {
+                let for_secs = &policy
+                    .since_guard_lifted
+                    .map_or(*for_secs, |lifted| (*for_secs).min(lifted));
                 if t.partition.is_some() {
                     t.held
                         .insert(name.clone(), "NotReady; held by the partition guard".into());
@@ -120,7 +127,29 @@ mod tests {
     const POLICY: Policy = Policy {
         grace_secs: 300,
         partition_percent: 50,
+        since_guard_lifted: None,
     };
+
+    #[test]
+    fn nodes_still_not_ready_when_the_guard_lifts_get_a_fresh_grace() {
+        let n = nodes(&[
+            ("a", NodeState::NotReady { for_secs: 900 }),
+            ("b", NodeState::Eligible),
+            ("c", NodeState::Eligible),
+        ]);
+        let lifted = Policy {
+            since_guard_lifted: Some(30),
+            ..POLICY
+        };
+        let t = triage(&n, &all(&n), lifted);
+        assert!(t.held.contains_key("a") && t.leaving.is_empty(), "{t:?}");
+        assert_eq!(t.recheck_secs, Some(270));
+        let long_ago = Policy {
+            since_guard_lifted: Some(3600),
+            ..POLICY
+        };
+        assert_eq!(triage(&n, &all(&n), long_ago).leaving["a"], Leave::NotReady);
+    }
 
     fn nodes(states: &[(&str, NodeState)]) -> Vec<(String, NodeState)> {
         states.iter().map(|(n, s)| (n.to_string(), s.clone())).collect()

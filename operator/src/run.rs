@@ -87,14 +87,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // Two clients: watches stream for minutes (kube's watcher has its own idle timeout); every
     // other request (reconcile, status, Events, the lease) gets a bounded wait.
+    // Both count their requests by verb (rtcd_operator_api_requests_total).
     let config = kube::Config::infer().await?;
-    let watch_client = kube::Client::try_from(config.clone())?;
+    let watch_client = counted(config.clone(), &metrics)?;
     let mut bounded = config;
     bounded.connect_timeout = Some(REQUEST_TIMEOUT);
     bounded.read_timeout = Some(REQUEST_TIMEOUT);
     bounded.write_timeout = Some(REQUEST_TIMEOUT);
     bounded.reset_reader_on_write = true;
-    let client = kube::Client::try_from(bounded)?;
+    let client = counted(bounded, &metrics)?;
     let version = client.apiserver_version().await?;
     tracing::info!(server = %version.git_version, "connected to the apiserver");
     ready.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -196,6 +197,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     outcome
+}
+
+/// A client for `config` whose every request is counted in `metrics`.
+fn counted(config: kube::Config, metrics: &Arc<Metrics>) -> anyhow::Result<kube::Client> {
+    let m = metrics.clone();
+    let count = tower::util::MapRequestLayer::new(move |req: axum::http::Request<kube::client::Body>| {
+        m.api_request(req.method().as_str(), req.uri().query());
+        req
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&count)
+        .build())
 }
 
 async fn wait_for_signal() {

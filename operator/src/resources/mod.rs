@@ -30,6 +30,9 @@ pub const FIELD_MANAGER: &str = "rtcd-operator";
 pub const FINALIZER: &str = "rtcd-rs.dev/drain";
 /// Label: the owning RtcdCluster.
 pub const LABEL_CLUSTER: &str = "rtcd-rs.dev/cluster";
+/// Selects everything the operator made (its pods and Services, and the Services'
+/// EndpointSlices, which carry their labels).
+pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=rtcd-operator";
 /// Label: the node a pod or per-node Service belongs to (name, or a hash when too long).
 pub const LABEL_NODE: &str = "rtcd-rs.dev/node";
 /// Annotation: the full node name.
