@@ -167,6 +167,9 @@ type peerOptions struct {
 	wrapTrack func(*webrtc.TrackLocalStaticRTP) webrtc.TrackLocal
 	// net replaces pion's network (sockets) for the peer.
 	net transport.Net
+	// tcpOnly restricts ICE to TCP (active candidates that connect to the server's passive
+	// ICE-TCP ones).
+	tcpOnly bool
 }
 
 func newPeer(h *harness, name string, tag byte, speaking bool) (*peer, error) {
@@ -209,6 +212,9 @@ func newPeerWith(h *harness, name string, tag byte, speaking bool, opts peerOpti
 	var se webrtc.SettingEngine
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeTCP4})
+	if opts.tcpOnly {
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeTCP4})
+	}
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetIPFilter(func(ip net.IP) bool { return ip.Equal(net.IPv4(127, 0, 0, 1)) })
 	if opts.loggerFactory != nil {

@@ -17,6 +17,8 @@
 #                    (RTCD_FAULT_PANIC_USER; only rtcd-rs built with the
 #                    fault-injection feature), and TestPanicContained runs
 #   COMPAT_SERVER_ENV  extra NAME=value settings for the server, space-separated
+#   COMPAT_HOSTILE=1 run TestHostile (rtcd-rs only; needs the small limits scripts/compat.sh
+#                    sets through COMPAT_SERVER_ENV)
 #   RTCD_HTTP_PORT   API port inside the namespace (default 8045)
 #   RTCD_ICE_PORT    ICE UDP/TCP port inside the namespace (default 8443)
 set -euo pipefail
@@ -96,6 +98,7 @@ fi
 t0=$(date +%s%N)
 RTCD_URL="http://127.0.0.1:$HTTP_PORT" RTCD_ADMIN_KEY="$ADMIN_KEY" COMPAT_SKIP="${COMPAT_SKIP:-}" \
 	COMPAT_FAULT_USER="${COMPAT_FAULT_USER:-}" COMPAT_LABEL="$LABEL" COMPAT_SERVER_LOG="$RUN_DIR/server.log" \
+	COMPAT_HOSTILE="${COMPAT_HOSTILE:-}" RTCD_ICE_PORT="$ICE_PORT" \
 	"$TEST_BIN" "${test_args[@]}" 2>&1 | tee "$RUN_DIR/test.log"
 status=${PIPESTATUS[0]}
 t1=$(date +%s%N)
@@ -109,7 +112,7 @@ set +e
 RUN_DIR="$run_dir" SERVER_BIN="$server_bin" TEST_BIN="$test_bin" ADMIN_KEY="$admin_key" LABEL="$label" \
 	HTTP_PORT="$http_port" ICE_PORT="$ice_port" COMPAT_RUN="${COMPAT_RUN:-}" COMPAT_SKIP="${COMPAT_SKIP:-}" \
 	COMPAT_FAULT_USER="${COMPAT_FAULT_USER:-}" COMPAT_SERVER_ENV="${COMPAT_SERVER_ENV:-}" \
-	E2E_LIB="$(cd "$(dirname "${BASH_SOURCE[0]}")/../lib" && pwd)" unshare -n bash "$run_dir/inner.sh"
+	COMPAT_HOSTILE="${COMPAT_HOSTILE:-}" E2E_LIB="$(cd "$(dirname "${BASH_SOURCE[0]}")/../lib" && pwd)" unshare -n bash "$run_dir/inner.sh"
 status=$?
 set -e
 

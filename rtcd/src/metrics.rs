@@ -100,6 +100,38 @@ pub struct Metrics {
     pub net_send_failed: Family<Labels, Counter>,
     /// `rtcd_engine_shard_sessions{shard}` (ours, gauge): sessions placed on each engine shard.
     pub engine_shard_sessions: Family<Labels, Gauge>,
+    /// `rtcd_limit_refusals_total{limit}` (ours): what a `[limits]` bound refused, by the key.
+    pub limit_refusals: Family<Labels, Counter>,
+    /// `rtcd_http_connections` (ours, gauge): open API connections (HTTP and WebSocket).
+    pub http_connections: Gauge,
+}
+
+/// The `limit` label values of `rtcd_limit_refusals_total`: each `[limits]` key that refuses
+/// something, plus `auth_attempts` (the failed-login lockout) and `ws_message_size`.
+pub const LIMITS: &[&str] = &[
+    "http_max_connections",
+    "http_max_connections_per_ip",
+    "http_read_timeout",
+    "http_write_timeout",
+    "ws_send_queue",
+    "ws_message_size",
+    "auth_attempts",
+    "client_id_length",
+    "sessions_per_client",
+    "candidates_per_session",
+    "ice_tcp_max_unauthenticated",
+    "ice_tcp_max_unauthenticated_per_ip",
+    "ice_tcp_max_connections",
+];
+
+impl Metrics {
+    /// Counts one refusal by the `[limits]` bound `limit` (one of [`LIMITS`]).
+    pub fn limit_refused(&self, limit: &'static str) {
+        debug_assert!(LIMITS.contains(&limit), "unknown limit label {limit}");
+        self.limit_refusals
+            .get_or_create(&vec![("limit", limit.to_string())])
+            .inc();
+    }
 }
 
 impl Default for Metrics {
@@ -136,6 +168,8 @@ impl Metrics {
             rtc_nacks: Family::default(),
             net_send_failed: Family::default(),
             engine_shard_sessions: Family::default(),
+            limit_refusals: Family::default(),
+            http_connections: Gauge::default(),
         };
         let r = &mut registry;
         r.register(
@@ -256,6 +290,21 @@ impl Metrics {
             "engine_shard_sessions",
             "Sessions placed on each media engine shard",
             m.engine_shard_sessions.clone(),
+        );
+        r.register(
+            "limit_refusals",
+            "Requests, connections, sessions and candidates refused by a [limits] bound, by the bound",
+            m.limit_refusals.clone(),
+        );
+        for limit in LIMITS {
+            let _series = m
+                .limit_refusals
+                .get_or_create(&vec![("limit", (*limit).to_string())]);
+        }
+        r.register(
+            "http_connections",
+            "Open API connections (HTTP and WebSocket)",
+            m.http_connections.clone(),
         );
         r.register_collector(Box::new(BuildInfo(VersionInfo::current())));
         r.register_collector(Box::new(ProcessCollector));

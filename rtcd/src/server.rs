@@ -17,7 +17,11 @@ use tokio::{
 };
 
 use crate::{
-    api::{self, AppState, conns::ConnRegistry},
+    api::{
+        self, AppState,
+        conns::ConnRegistry,
+        guard::{ConnLimits, Guard, Timeouts},
+    },
     auth::{AuthService, preset, store::Store},
     call::{Faults, SfuConfig},
     config::{Config, parse_listen_address},
@@ -49,7 +53,7 @@ pub async fn build_state(
     let dir = std::path::PathBuf::from(&config.store.data_source);
     let store = tokio::task::spawn_blocking(move || Store::open(&dir)).await??;
     tracing::info!(path = %store.path().display(), "client store opened");
-    let mut auth = AuthService::new(Arc::new(store), config);
+    let mut auth = AuthService::new(Arc::new(store), config).with_metrics(metrics.clone());
     let clients_dir = config.api.security.clients_dir.clone();
     if !clients_dir.is_empty() {
         let dir = std::path::PathBuf::from(&clients_dir);
@@ -67,6 +71,7 @@ pub async fn build_state(
             .ok()
             .filter(|n| *n > 0)
             .unwrap_or(256),
+        candidates_per_session: config.limits.resolve().candidates_per_session,
         metrics: metrics.clone(),
         shard: 0,
         faults: Faults::from_env(),
@@ -91,7 +96,13 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
     let lifecycle = Lifecycle::new();
     let inboxes = Inboxes::new(engine_shards(&config));
-    let (udp, sockets) = net::bind(&config.rtc, inboxes.tx.clone(), metrics.clone()).await?;
+    let (udp, sockets) = net::bind(
+        &config.rtc,
+        inboxes.tx.clone(),
+        metrics.clone(),
+        config.limits.resolve(),
+    )
+    .await?;
     let state = build_state(&config, metrics, lifecycle.clone(), udp, sockets, inboxes).await?;
     let _sampler = state.cpu_load.spawn_sampler(Duration::from_secs(1));
 
@@ -101,6 +112,18 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
 
     let control = axum_server::Control::new();
     let mut servers = JoinSet::new();
+    let limits = state.limits;
+    let conn_limits = ConnLimits::new(
+        limits.http_connections,
+        limits.http_connections_per_ip,
+        state.metrics.clone(),
+    );
+    let timeouts = Timeouts {
+        read: limits.http_read,
+        write: limits.http_write,
+        idle: limits.http_idle,
+    };
+    let guard = |plain| Guard::new(conn_limits.clone(), timeouts, plain);
     let (host, port) = parse_listen_address(&config.api.http.listen_address).map_err(anyhow::Error::msg)?;
     let tls = &config.api.http.tls;
     let tls = if tls.enable {
@@ -116,6 +139,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
         port,
         api::router(state.clone()),
         tls,
+        &guard,
     )
     .with_context(|| format!("api.http.listen_address {:?}", config.api.http.listen_address))?;
     tracing::info!(addr = %api_addr, tls = config.api.http.tls.enable, "http api listening");
@@ -129,6 +153,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
             prom_port,
             api::metrics_router(state.clone()),
             None,
+            &guard,
         )
         .with_context(|| format!("metrics.prom_port {prom_port}"))?;
         tracing::info!(addr = %addr, "prometheus metrics listening");
@@ -185,7 +210,8 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
 }
 
 /// Binds `host:port` (empty host: every interface, dual-stack when the kernel allows) and
-/// serves `router` there until `control` shuts it down. Returns the bound address.
+/// serves `router` there until `control` shuts it down, each connection admitted and timed by
+/// `guard`. Returns the bound address.
 fn serve(
     servers: &mut JoinSet<std::io::Result<()>>,
     control: &axum_server::Control,
@@ -193,18 +219,29 @@ fn serve(
     port: u16,
     router: Router,
     tls: Option<RustlsConfig>,
+    guard: &dyn Fn(bool) -> Guard,
 ) -> anyhow::Result<SocketAddr> {
     let listener = bind_tcp(host, port)?;
     let addr = listener.local_addr()?;
     let handle: Handle<SocketAddr> = Handle::with_control(control.clone());
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    // Refusals and timeouts are counted in metrics; a failed accept is not the server's error.
+    let on_error = |remote: Option<&SocketAddr>, e: &std::io::Error| {
+        tracing::debug!(remote = ?remote, error = %e, "api connection not served");
+    };
     match tls {
         Some(tls) => {
-            let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle);
+            let server = axum_server::from_tcp_rustls(listener, tls)?
+                .map(|tls| tls.acceptor(guard(false)))
+                .handle(handle)
+                .accept_error_handler(on_error);
             servers.spawn(async move { server.serve(service).await });
         }
         None => {
-            let server = axum_server::from_tcp(listener)?.handle(handle);
+            let server = axum_server::from_tcp(listener)?
+                .acceptor(guard(true))
+                .handle(handle)
+                .accept_error_handler(on_error);
             servers.spawn(async move { server.serve(service).await });
         }
     }

@@ -221,6 +221,7 @@ impl Sim {
             udp_candidates: vec![SERVER],
             tcp_candidates: Vec::new(),
             nack_buffer_size: 256,
+            candidates_per_session: crate::config::Limits::default().candidates_per_session,
             metrics: metrics.clone(),
             shard: 0,
             faults,

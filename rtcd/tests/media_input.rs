@@ -1,6 +1,7 @@
 //! Bad input on the media ports of the real binary: garbage UDP datagrams, garbage and
-//! truncated ICE-TCP frames, and a flood of unauthenticated TCP connections. Each is dropped
-//! and counted in `rtcd_net_dropped_total`, costs bounded resources, and the daemon stays up.
+//! truncated ICE-TCP frames, and a flood of unauthenticated TCP connections (capped per source
+//! address and in total). Each is dropped and counted in `rtcd_net_dropped_total` (and the
+//! caps in `rtcd_limit_refusals_total`), costs bounded resources, and the daemon stays up.
 #![allow(clippy::unwrap_used)] // test crate: a failed unwrap is a failed test
 
 mod common;
@@ -105,31 +106,70 @@ async fn garbage_and_truncated_tcp_frames_cost_a_connection_not_the_server() {
     assert_eq!(common::get(d.api, "/api/v1/health").await.status, 200);
 }
 
-#[tokio::test]
-async fn a_flood_of_unauthenticated_tcp_connections_is_bounded() {
-    let d = Daemon::start("", &[]).await;
-    let port = ice_port(&d).await;
-    let limit = rtcd::net::tcp::MAX_UNAUTHENTICATED;
-    let mut held = Vec::new();
-    for _ in 0..limit + 40 {
-        held.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+/// Opens `n` ICE-TCP connections from `source` and returns how many were closed at once.
+async fn flood(port: u16, source: &str, n: usize, held: &mut Vec<tokio::net::TcpStream>) -> usize {
+    let mut mine = Vec::new();
+    for _ in 0..n {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        mine.push(
+            sock.connect(format!("127.0.0.1:{port}").parse().unwrap())
+                .await
+                .unwrap(),
+        );
     }
-    // Connections past the limit are closed at once; the first `limit` stay open for now.
     let mut closed_at_once = 0;
-    for s in held.iter_mut() {
+    for mut s in mine {
         let mut b = [0u8; 1];
-        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(20), s.read(&mut b)).await {
-            closed_at_once += 1;
+        match tokio::time::timeout(Duration::from_millis(50), s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => closed_at_once += 1,
+            _ => held.push(s),
         }
     }
-    assert!(
-        closed_at_once >= 40,
-        "only {closed_at_once} of the excess connections were refused"
-    );
-    assert!(
-        closed_at_once <= 45,
-        "{closed_at_once} refused: the limit is {limit}"
-    );
-    assert!(dropped(&d, "tcp", "too_many_unauthenticated").await >= 40);
+    closed_at_once
+}
+
+async fn refusals(d: &Daemon, limit: &str) -> u64 {
+    let body = common::get(d.api, "/metrics").await.body;
+    let prefix = format!(r#"rtcd_limit_refusals_total{{limit="{limit}"}} "#);
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_flood_of_unauthenticated_tcp_connections_is_bounded_per_address_and_in_total() {
+    let d = Daemon::start(
+        "",
+        &[
+            ("RTCD_LIMITS_ICETCPMAXUNAUTHENTICATEDPERIP", "8"),
+            ("RTCD_LIMITS_ICETCPMAXUNAUTHENTICATED", "20"),
+        ],
+    )
+    .await;
+    let port = ice_port(&d).await;
+    let mut held = Vec::new();
+    // One address floods: it gets its 8, the rest are closed at once.
+    assert_eq!(flood(port, "127.0.0.1", 12, &mut held).await, 4);
+    assert_eq!(refusals(&d, "ice_tcp_max_unauthenticated_per_ip").await, 4);
+    // Another address still gets in while the first one holds its share.
+    assert_eq!(flood(port, "127.0.0.2", 8, &mut held).await, 0);
+    // The total cap: 16 held, so a third address gets only 4 more.
+    assert_eq!(flood(port, "127.0.0.3", 8, &mut held).await, 4);
+    assert_eq!(refusals(&d, "ice_tcp_max_unauthenticated").await, 4);
+    assert!(dropped(&d, "tcp", "too_many_unauthenticated").await >= 8);
+    // Closing connections frees their places.
+    held.clear();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = Vec::new();
+        let refused = flood(port, "127.0.0.3", 8, &mut again).await;
+        if refused == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "places not freed: {refused} refused");
+        drop(again);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(common::get(d.api, "/api/v1/health").await.status, 200);
 }

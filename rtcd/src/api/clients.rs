@@ -26,7 +26,9 @@ pub(super) fn auth_error(e: &AuthError, status_for_bad_credentials: StatusCode) 
     let status = match e {
         AuthError::BadHeader | AuthError::Unauthorized => status_for_bad_credentials,
         AuthError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-        AuthError::Registration(_) | AuthError::NotFound => StatusCode::BAD_REQUEST,
+        AuthError::Registration(_) | AuthError::NotFound | AuthError::ClientIdTooLong => {
+            StatusCode::BAD_REQUEST
+        }
         AuthError::Internal(_) => return ApiError::internal(e).into_response(),
     };
     let mut resp = ApiError::new(status, e.to_string()).into_response();

@@ -23,9 +23,6 @@ use crate::{
     protocol::ws::ClientMessage,
 };
 
-/// Frames queued per connection before it counts as a slow consumer.
-pub const SEND_QUEUE: usize = 1024;
-
 #[derive(Debug)]
 struct Conn {
     client_id: String,
@@ -46,10 +43,35 @@ struct Route {
 struct Inner {
     conns: HashMap<String, Conn>,
     routes: HashMap<String, Route>,
+    /// Routes per group (client ID), for `limits.sessions_per_client`.
+    per_group: HashMap<String, usize>,
     registered: u64,
 }
 
+/// What [`ConnRegistry::bind`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bind {
+    /// A new route.
+    New,
+    /// The session was already routed (a repeated `join`).
+    Existing,
+    /// The client already holds `limits.sessions_per_client` sessions: no route was made.
+    OverLimit,
+}
+
 impl Inner {
+    /// Forgets a session's route.
+    fn remove_route(&mut self, session: &str) -> Option<Route> {
+        let route = self.routes.remove(session)?;
+        if let Some(n) = self.per_group.get_mut(&route.group) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_group.remove(&route.group);
+            }
+        }
+        Some(route)
+    }
+
     /// The connection a message for `route` goes to: `close` to the join's connection while
     /// it lives, anything else to the current one; when that one is gone, the client's newest
     /// live connection. `None` when the client has none.
@@ -135,16 +157,38 @@ impl ConnRegistry {
         self.lock().conns.remove(conn_id);
     }
 
-    /// Routes a newly joined session to `conn_id`, unless it is already routed.
-    pub fn bind(&self, session: &str, group: &str, conn_id: &str) {
-        self.lock()
-            .routes
-            .entry(session.to_string())
-            .or_insert_with(|| Route {
+    /// Routes a newly joined session to `conn_id`, unless it is already routed or the group
+    /// already has `max_per_group` routes.
+    pub fn bind(&self, session: &str, group: &str, conn_id: &str, max_per_group: usize) -> Bind {
+        let mut inner = self.lock();
+        if inner.routes.contains_key(session) {
+            return Bind::Existing;
+        }
+        let n = inner.per_group.get(group).copied().unwrap_or(0);
+        if n >= max_per_group {
+            return Bind::OverLimit;
+        }
+        inner.per_group.insert(group.to_string(), n + 1);
+        inner.routes.insert(
+            session.to_string(),
+            Route {
                 group: group.to_string(),
                 join_conn: conn_id.to_string(),
                 conn: conn_id.to_string(),
-            });
+            },
+        );
+        Bind::New
+    }
+
+    /// Forgets a session's route without a message: its join was refused.
+    pub fn unbind(&self, session: &str) {
+        self.lock().remove_route(session);
+    }
+
+    /// Table sizes: open connections, routed sessions, groups with routes.
+    pub fn sizes(&self) -> (usize, usize, usize) {
+        let inner = self.lock();
+        (inner.conns.len(), inner.routes.len(), inner.per_group.len())
     }
 
     /// `reconnect`: from now on the session's messages go to `conn_id`. Only the group that
@@ -172,7 +216,7 @@ impl ConnRegistry {
                     .ws_messages
                     .get_or_create(&vec![
                         ("clientID", conn.client_id.clone()),
-                        ("type", msg.type_name().to_string()),
+                        ("type", msg.metric_type().to_string()),
                         ("direction", "out".into()),
                     ])
                     .inc();
@@ -180,6 +224,7 @@ impl ConnRegistry {
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.frames_done(1);
+                self.metrics.limit_refused("ws_send_queue");
                 tracing::warn!(conn = conn_id, client = %conn.client_id, "send queue full: closing slow connection");
                 conn.kill.notify_one();
                 false
@@ -207,12 +252,16 @@ impl ConnRegistry {
 }
 
 impl SignalSink for ConnRegistry {
+    fn forget(&self, session: &SessionId) {
+        self.unbind(session.as_str());
+    }
+
     fn deliver(&self, _group: &GroupId, session: &SessionId, msg: ClientMessage) {
         let is_close = matches!(msg, ClientMessage::Close { .. });
         let target = {
             let mut inner = self.lock();
             let route = if is_close {
-                inner.routes.remove(session.as_str())
+                inner.remove_route(session.as_str())
             } else {
                 inner.routes.get(session.as_str()).cloned()
             };
@@ -288,7 +337,7 @@ mod tests {
         let kill2 = Arc::new(Notify::new());
         reg.register("c1", "client", tx1, Arc::new(Notify::new()));
         reg.register("c2", "client", tx2, kill2.clone());
-        reg.bind("s", "client", "c1");
+        reg.bind("s", "client", "c1", 10);
         assert!(reg.rebind("s", "client", "c2"));
         assert!(
             !reg.rebind("s", "other-client", "c2"),
@@ -325,6 +374,37 @@ mod tests {
     }
 
     #[test]
+    fn sessions_per_client_are_capped_and_every_way_out_frees_the_place() {
+        let reg = ConnRegistry::new(Arc::new(Metrics::new()));
+        let (tx, _rx) = mpsc::channel(16);
+        reg.register("c", "client", tx, Arc::new(Notify::new()));
+        assert_eq!(reg.bind("s1", "client", "c", 2), Bind::New);
+        assert_eq!(
+            reg.bind("s1", "client", "c", 2),
+            Bind::Existing,
+            "a repeated join"
+        );
+        assert_eq!(reg.bind("s2", "client", "c", 2), Bind::New);
+        assert_eq!(reg.bind("s3", "client", "c", 2), Bind::OverLimit);
+        assert_eq!(
+            reg.bind("t1", "other", "c", 2),
+            Bind::New,
+            "another client has its own"
+        );
+        // A refused join (the engine's `forget`) and a close both free a place.
+        reg.forget(&SessionId::from("s1"));
+        assert_eq!(reg.bind("s3", "client", "c", 2), Bind::New);
+        reg.deliver_close("s2");
+        reg.deliver_close("s3");
+        reg.deliver_close("t1");
+        assert_eq!(
+            reg.sizes(),
+            (1, 0, 0),
+            "back to zero: only the connection is left"
+        );
+    }
+
+    #[test]
     fn with_its_connections_gone_a_session_is_served_by_its_clients_newest_live_one() {
         let reg = ConnRegistry::new(Arc::new(Metrics::new()));
         let (tx1, _rx1) = mpsc::channel(4);
@@ -332,7 +412,7 @@ mod tests {
         let (tx3, mut rx3) = mpsc::channel(4);
         let (tx4, mut rx4) = mpsc::channel(4);
         reg.register("old", "client", tx1, Arc::new(Notify::new()));
-        reg.bind("s", "client", "old");
+        reg.bind("s", "client", "old", 10);
         reg.unregister("old");
         reg.register("other", "another-client", tx4, Arc::new(Notify::new()));
         reg.register("new1", "client", tx2, Arc::new(Notify::new()));

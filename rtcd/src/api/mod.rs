@@ -6,6 +6,7 @@ mod clients;
 pub mod conns;
 mod drain;
 mod error;
+pub mod guard;
 mod sessions;
 mod status;
 pub mod ws;
@@ -14,16 +15,27 @@ use std::sync::Arc;
 
 use axum::{
     Router,
-    http::{HeaderValue, Method, header},
+    extract::{Request, State},
+    http::{HeaderValue, Method, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::{
+    cors::{AllowOrigin, CorsLayer},
+    timeout::RequestBodyDeadlineLayer,
+};
 
 pub use error::ApiError;
 
 use crate::{
-    auth::AuthService, config::Config, engine::EngineHandle, lifecycle::Lifecycle, metrics::Metrics,
-    system::CpuLoad, version::VersionInfo,
+    auth::AuthService,
+    config::{Config, Limits},
+    engine::EngineHandle,
+    lifecycle::Lifecycle,
+    metrics::Metrics,
+    system::CpuLoad,
+    version::VersionInfo,
 };
 
 /// What handlers share.
@@ -47,6 +59,8 @@ pub struct AppState {
     pub conns: Arc<conns::ConnRegistry>,
     /// The registration switches.
     pub security: Security,
+    /// `[limits]`, parsed.
+    pub limits: Limits,
 }
 
 /// The `[api] security` switches handlers consult.
@@ -87,6 +101,7 @@ impl AppState {
                 allow_self_registration: sec.allow_self_registration,
                 enable_admin: sec.enable_admin,
             },
+            limits: config.limits.resolve(),
         }
     }
 }
@@ -94,6 +109,7 @@ impl AppState {
 /// Every route of the API listener.
 pub fn router(state: AppState) -> Router {
     let cors = cors(&state.allowed_origins);
+    let limits = state.limits;
     let router = Router::new()
         .route("/version", get(status::version))
         .route("/system", get(status::system))
@@ -108,10 +124,28 @@ pub fn router(state: AppState) -> Router {
         .route("/calls/{call_id}/sessions/{session_id}", get(sessions::one))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), deadline))
+        .layer(RequestBodyDeadlineLayer::new(limits.http_read))
         .with_state(state);
     match cors {
         Some(layer) => router.layer(layer),
         None => router,
+    }
+}
+
+/// Bounds a request's handling by `limits.http_write_timeout`: past it, a `503` naming the
+/// limit (the handler is dropped).
+async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.limits.http_write, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            state.metrics.limit_refused("http_write_timeout");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "request handling took longer than limits.http_write_timeout\n",
+            )
+                .into_response()
+        }
     }
 }
 

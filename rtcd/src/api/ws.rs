@@ -21,7 +21,10 @@ use axum::{
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{Notify, mpsc};
 
-use super::{AppState, conns::new_conn_id};
+use super::{
+    AppState,
+    conns::{Bind, new_conn_id},
+};
 use crate::{
     call::{CallId, GroupId, SessionConfig, SessionId},
     engine::Command,
@@ -86,7 +89,7 @@ fn origin_allowed(origin: &[u8], host: &str, allowed: &[axum::http::HeaderValue]
 
 async fn serve(socket: WebSocket, state: AppState, client_id: String) {
     let conn_id = new_conn_id();
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(super::conns::SEND_QUEUE);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(state.limits.ws_send_queue);
     let kill = Arc::new(Notify::new());
     state.conns.register(&conn_id, &client_id, tx, kill.clone());
     let gauge = state
@@ -149,6 +152,8 @@ async fn serve(socket: WebSocket, state: AppState, client_id: String) {
     };
     let reader = async {
         let mut deadline = Instant::now() + READ_DEADLINE;
+        // Messages refused on this connection, to bound their warnings.
+        let mut bad = 0u32;
         loop {
             let next = tokio::time::timeout_at(deadline.into(), stream.next()).await;
             let msg = match next {
@@ -162,6 +167,9 @@ async fn serve(socket: WebSocket, state: AppState, client_id: String) {
                     tracing::info!(conn = %conn_id, error = %e, "ws: read failed");
                     let text = e.to_string();
                     let too_big = text.contains("too long") || text.contains("Space limit");
+                    if too_big {
+                        state.metrics.limit_refused("ws_message_size");
+                    }
                     return too_big.then(|| CloseFrame {
                         code: 1009,
                         reason: "read limit exceeded".into(),
@@ -171,7 +179,7 @@ async fn serve(socket: WebSocket, state: AppState, client_id: String) {
             };
             match msg {
                 Message::Pong(_) => deadline = Instant::now() + READ_DEADLINE,
-                Message::Binary(b) => frame(&state, &client_id, &conn_id, &b),
+                Message::Binary(b) => frame(&state, &client_id, &conn_id, &b, &mut bad),
                 Message::Text(_) => tracing::warn!(conn = %conn_id, "ws: unexpected text message"),
                 Message::Close(_) => return None,
                 Message::Ping(_) => {}
@@ -196,11 +204,30 @@ async fn serve(socket: WebSocket, state: AppState, client_id: String) {
 }
 
 /// One binary frame from the plugin.
-fn frame(state: &AppState, client_id: &str, conn_id: &str, bytes: &[u8]) {
+/// Warnings logged per connection for refused messages; after that, debug (a client that
+/// sends garbage in a loop must not flood the log).
+const BAD_MESSAGE_WARNINGS: u32 = 20;
+
+fn frame(state: &AppState, client_id: &str, conn_id: &str, bytes: &[u8], bad: &mut u32) {
+    let mut refused = |e: &dyn std::fmt::Display, what: &str| {
+        *bad = bad.saturating_add(1);
+        if *bad <= BAD_MESSAGE_WARNINGS {
+            tracing::warn!(conn = conn_id, client = client_id, error = %e, "{what}");
+            if *bad == BAD_MESSAGE_WARNINGS {
+                tracing::warn!(
+                    conn = conn_id,
+                    client = client_id,
+                    "further refused messages on this connection are logged at debug level"
+                );
+            }
+        } else {
+            tracing::debug!(conn = conn_id, client = client_id, error = %e, "{what}");
+        }
+    };
     let msg = match ClientMessage::decode(bytes) {
         Ok(m) => m,
         Err(e) => {
-            tracing::warn!(conn = conn_id, error = %e, "failed to unpack data");
+            refused(&e, "failed to unpack data");
             return;
         }
     };
@@ -209,7 +236,7 @@ fn frame(state: &AppState, client_id: &str, conn_id: &str, bytes: &[u8]) {
         .ws_messages
         .get_or_create(&vec![
             ("clientID", client_id.to_string()),
-            ("type", msg.type_name().to_string()),
+            ("type", msg.metric_type().to_string()),
             ("direction", "in".into()),
         ])
         .inc();
@@ -251,7 +278,7 @@ fn frame(state: &AppState, client_id: &str, conn_id: &str, bytes: &[u8]) {
         other => Err(format!("unexpected client message type: {}", other.type_name())),
     };
     if let Err(e) = result {
-        tracing::warn!(conn = conn_id, client = client_id, error = %e, "failed to handle message");
+        refused(&e, "failed to handle message");
     }
 }
 
@@ -259,20 +286,31 @@ fn join(state: &AppState, conn_id: &str, cfg: SessionConfig) -> Result<(), Strin
     cfg.validate()
         .map_err(|e| format!("failed to initialize rtc session: invalid session config: {e}"))?;
     let sid = cfg.session_id.to_string();
-    state.conns.bind(&sid, &cfg.group_id.0, conn_id);
+    let max = state.limits.sessions_per_client;
+    let bound = state.conns.bind(&sid, &cfg.group_id.0, conn_id, max);
+    if bound == Bind::OverLimit {
+        // The plugin hears `close` for the session, as for any refused join.
+        state.metrics.limit_refused("sessions_per_client");
+        tracing::warn!(session = %sid, client = %cfg.group_id.0, max, "join refused: the client holds limits.sessions_per_client sessions");
+        state
+            .conns
+            .send_to_conn(conn_id, &ClientMessage::Close { session_id: sid });
+        return Ok(());
+    }
     let Some(guard) = state.lifecycle.try_session() else {
         // Draining: tell the plugin at once so it can place the user elsewhere.
         tracing::info!(session = %sid, "draining: join refused");
         state.conns.deliver_close(&sid);
         return Ok(());
     };
-    state
-        .engine
-        .send(Command::Join {
-            cfg,
-            guard: Some(guard),
-        })
-        .map_err(|e| e.to_string())
+    let sent = state.engine.send(Command::Join {
+        cfg,
+        guard: Some(guard),
+    });
+    if sent.is_err() && bound == Bind::New {
+        state.conns.unbind(&sid);
+    }
+    sent.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -64,6 +64,9 @@ pub enum AuthError {
         /// When to try again.
         retry_after: Duration,
     },
+    /// A client ID longer than [`MAX_CLIENT_ID_LEN`], at any endpoint.
+    #[error("invalid client ID: longer than {MAX_CLIENT_ID_LEN} bytes")]
+    ClientIdTooLong,
     /// `/register` input refused.
     #[error("registration failed: {0}")]
     Registration(&'static str),
@@ -91,8 +94,11 @@ pub struct AuthService {
     token_ttl: Duration,
     tokens: Mutex<Tokens>,
     limiter: Mutex<FailureLimiter>,
-    /// bcrypt is deliberately slow: bound how many run at once so a flood cannot take every core.
+    /// bcrypt is deliberately slow: bound how many run at once so a flood cannot take the cores
+    /// the media engine needs.
     bcrypt_slots: Semaphore,
+    /// Where refusals are counted (`rtcd_limit_refusals_total`).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl AuthService {
@@ -102,7 +108,7 @@ impl AuthService {
         let minutes = u64::try_from(sec.session_cache.expiration_minutes)
             .unwrap_or(1)
             .max(1);
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let hashes = config.limits.resolve().hashes;
         Self {
             store,
             preset: HashMap::new(),
@@ -113,8 +119,28 @@ impl AuthService {
             token_ttl: Duration::from_secs(minutes * 60),
             tokens: Mutex::default(),
             limiter: Mutex::new(FailureLimiter::default()),
-            bcrypt_slots: Semaphore::new(cpus),
+            bcrypt_slots: Semaphore::new(hashes),
+            metrics: None,
         }
+    }
+
+    /// Counts refusals (lockouts, over-long client IDs) in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn refused(&self, limit: &'static str) {
+        if let Some(m) = &self.metrics {
+            m.limit_refused(limit);
+        }
+    }
+
+    /// Keys the failure limiter tracks (a table size, for leak checks).
+    pub fn limiter_entries(&self) -> usize {
+        let mut l = self.limiter();
+        l.expire(Instant::now());
+        l.len()
     }
 
     /// Adds the clients configured in `api.security.clients_dir`, hashing their keys (they are
@@ -180,21 +206,28 @@ impl AuthService {
 
     /// `clientID:authKey`, or any user with the admin secret when admin is enabled.
     pub async fn authenticate_basic(&self, id: &str, key: &str, ip: IpAddr) -> Result<Principal, AuthError> {
+        if id.len() > MAX_CLIENT_ID_LEN {
+            // Never a limiter key, never hashed.
+            self.refused("client_id_length");
+            return Err(AuthError::ClientIdTooLong);
+        }
         let now = Instant::now();
-        self.limiter()
-            .check(id, ip, now)
-            .map_err(|retry_after| AuthError::RateLimited { retry_after })?;
+        // Counted before the hash: concurrent guesses cannot all pass the check.
+        let attempt = self.limiter().attempt(id, ip, now).map_err(|retry_after| {
+            self.refused("auth_attempts");
+            AuthError::RateLimited { retry_after }
+        })?;
         if let Some(admin) = &self.admin_key
             && bool::from(admin.expose().as_bytes().ct_eq(key.as_bytes()))
         {
+            self.limiter().succeeded(&attempt);
             return Ok(Principal::Admin);
         }
         let ok = !id.is_empty() && self.verify(id, key).await?;
         if ok {
-            self.limiter().succeeded(id);
+            self.limiter().succeeded(&attempt);
             Ok(Principal::Client(id.to_string()))
         } else {
-            self.limiter().failed(id, ip, Instant::now());
             Err(AuthError::Unauthorized)
         }
     }
@@ -223,7 +256,8 @@ impl AuthService {
         Ok(known && matched)
     }
 
-    /// Runs a bcrypt computation on the blocking pool, at most one per CPU at a time.
+    /// Runs a bcrypt computation on the blocking pool, at most `limits.auth_max_concurrent_hashes`
+    /// at a time (by default half the cores: the media shards keep the rest).
     async fn bcrypt<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
@@ -250,7 +284,11 @@ impl AuthService {
 
     /// Registers `id` with `key` (≥ 32 characters), as `POST /register` does.
     pub async fn register(&self, id: &str, key: &str) -> Result<(), AuthError> {
-        if id.is_empty() || id.len() > MAX_CLIENT_ID_LEN {
+        if id.len() > MAX_CLIENT_ID_LEN {
+            self.refused("client_id_length");
+            return Err(AuthError::ClientIdTooLong);
+        }
+        if id.is_empty() {
             return Err(AuthError::Registration("invalid client id"));
         }
         if key.len() < MIN_KEY_LEN {
@@ -287,6 +325,10 @@ impl AuthService {
 
     /// Removes `id` and revokes its bearer token.
     pub async fn unregister(&self, id: &str) -> Result<(), AuthError> {
+        if id.len() > MAX_CLIENT_ID_LEN {
+            self.refused("client_id_length");
+            return Err(AuthError::ClientIdTooLong);
+        }
         if self.preset.contains_key(id) {
             return Err(AuthError::Registration(
                 "the client is configured in api.security.clients_dir, not registered",

@@ -248,6 +248,8 @@ pub(crate) struct Session {
     /// The first answer was sent: trickled ICE can be applied directly.
     pub(crate) answered: bool,
     pub(crate) queued_candidates: Vec<String>,
+    /// Remote candidates added so far (trickled after the answer, and queued ones).
+    pub(crate) remote_candidates: usize,
     pub(crate) connected: bool,
     pub(crate) disconnected_since: Option<Instant>,
     pub(crate) dc: Option<ChannelId>,

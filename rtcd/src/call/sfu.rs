@@ -48,6 +48,8 @@ pub struct SfuConfig {
     pub tcp_candidates: Vec<SocketAddr>,
     /// `rtc.nack_buffer_size`: packets kept per video SSRC to answer NACKs.
     pub nack_buffer_size: usize,
+    /// `limits.candidates_per_session`: remote candidates one session may add.
+    pub candidates_per_session: usize,
     /// Prometheus families.
     pub metrics: Arc<Metrics>,
     /// This core's engine shard: written into every local ICE ufrag ([`crate::shard`]).
@@ -326,6 +328,7 @@ impl Sfu {
                 offer_deadline: Some(now + OFFER_TIMEOUT),
                 answered: false,
                 queued_candidates: Vec::new(),
+                remote_candidates: 0,
                 connected: false,
                 disconnected_since: None,
                 dc: None,

@@ -101,6 +101,46 @@ pub const ENV_VARS: &[EnvVar] = &[
     var("RTCD_API_DRAINTIMEOUT", "api.drain_timeout", Str),
     var("RTCD_METRICS_ENABLEPROM", "metrics.enable_prom", Bool),
     var("RTCD_METRICS_PROMPORT", "metrics.prom_port", Int),
+    var("RTCD_LIMITS_HTTPREADTIMEOUT", "limits.http_read_timeout", Str),
+    var("RTCD_LIMITS_HTTPWRITETIMEOUT", "limits.http_write_timeout", Str),
+    var("RTCD_LIMITS_HTTPIDLETIMEOUT", "limits.http_idle_timeout", Str),
+    var(
+        "RTCD_LIMITS_HTTPMAXCONNECTIONS",
+        "limits.http_max_connections",
+        Int,
+    ),
+    var(
+        "RTCD_LIMITS_HTTPMAXCONNECTIONSPERIP",
+        "limits.http_max_connections_per_ip",
+        Int,
+    ),
+    var("RTCD_LIMITS_WSSENDQUEUE", "limits.ws_send_queue", Int),
+    var(
+        "RTCD_LIMITS_AUTHMAXCONCURRENTHASHES",
+        "limits.auth_max_concurrent_hashes",
+        Int,
+    ),
+    var("RTCD_LIMITS_SESSIONSPERCLIENT", "limits.sessions_per_client", Int),
+    var(
+        "RTCD_LIMITS_CANDIDATESPERSESSION",
+        "limits.candidates_per_session",
+        Int,
+    ),
+    var(
+        "RTCD_LIMITS_ICETCPMAXUNAUTHENTICATED",
+        "limits.ice_tcp_max_unauthenticated",
+        Int,
+    ),
+    var(
+        "RTCD_LIMITS_ICETCPMAXUNAUTHENTICATEDPERIP",
+        "limits.ice_tcp_max_unauthenticated_per_ip",
+        Int,
+    ),
+    var(
+        "RTCD_LIMITS_ICETCPMAXCONNECTIONS",
+        "limits.ice_tcp_max_connections",
+        Int,
+    ),
 ];
 
 /// Variables that rtcd reads outside its config struct; accepted and ignored here.

@@ -3,12 +3,13 @@
 //!
 //! The key names, defaults and environment variable names are rtcd's (`service/config.go`,
 //! `service/rtc/config.go`, `logger/config.go`, `docs/env_config.md` in mattermost/rtcd), plus
-//! `api.security.allowed_origins`, `api.security.clients_dir`, `api.drain_timeout` and
-//! `[metrics]`. Unlike rtcd, an unknown
+//! `api.security.allowed_origins`, `api.security.clients_dir`, `api.drain_timeout`,
+//! `[metrics]` and `[limits]`. Unlike rtcd, an unknown
 //! key is an error that names the file, line, column and key. `docs/configuration.md` lists
 //! every key and variable.
 
 mod env;
+mod limits;
 mod load;
 mod validate;
 
@@ -17,6 +18,7 @@ use std::{fmt, time::Duration};
 use serde::{Deserialize, Serialize};
 
 pub use env::{ENV_VARS, EnvKind, EnvVar};
+pub use limits::{Limits, LimitsConfig, ip_key};
 pub use load::{DEFAULT_CONFIG_PATH, Loaded, Source, load, load_str};
 pub use validate::{
     ICE_PORT_RANGE, LOG_LEVELS, MAX_TURN_EXPIRATION_MINUTES, Problem, parse_level as validate_parse_level,
@@ -143,6 +145,8 @@ pub struct Config {
     pub logger: LoggerConfig,
     /// `[metrics]`: an optional second Prometheus listener.
     pub metrics: MetricsConfig,
+    /// `[limits]`: bounds on what one client can take (not in rtcd).
+    pub limits: LimitsConfig,
 }
 
 /// `[api]`.

@@ -149,6 +149,37 @@ impl Config {
             }
         }
 
+        let l = &self.limits;
+        for (key, value) in l.durations() {
+            c.check(
+                key,
+                value,
+                humantime::parse_duration(value)
+                    .map_err(|e| format!("expected a duration such as \"30s\" or \"2m\": {e}"))
+                    .and_then(|d| {
+                        if d.is_zero() {
+                            Err("must be longer than 0s".into())
+                        } else {
+                            Ok(())
+                        }
+                    }),
+            );
+        }
+        for (key, value) in l.counts() {
+            let zero_ok = key == "limits.auth_max_concurrent_hashes";
+            if value < 0 || (value == 0 && !zero_ok) || value > 1_000_000_000 {
+                c.fail(
+                    key,
+                    value,
+                    if zero_ok {
+                        "must be in 0–1000000000 (0: half the usable cores)"
+                    } else {
+                        "must be in 1–1000000000"
+                    },
+                );
+            }
+        }
+
         if c.problems.is_empty() {
             Ok(())
         } else {

@@ -66,6 +66,8 @@ pub enum Command {
 pub trait SignalSink: Send + Sync + std::fmt::Debug {
     /// Delivers `msg` about `session` to the connection that serves it.
     fn deliver(&self, group: &GroupId, session: &SessionId, msg: ClientMessage);
+    /// A join was refused and no session exists: forget what was kept for `session`.
+    fn forget(&self, session: &SessionId);
 }
 
 /// Each shard's queue of datagrams read by another shard's socket or by ICE-TCP.

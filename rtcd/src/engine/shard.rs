@@ -303,6 +303,7 @@ impl Shard {
                     .map_err(|e| format!("join {sid}: {e}"));
                 if r.is_err() && !self.sfu.has_session(&sid) {
                     self.placement.release(&sid);
+                    self.sink.forget(&sid);
                 }
                 r
             }

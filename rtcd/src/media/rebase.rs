@@ -5,6 +5,12 @@
 //! the next sequence number follows the last one and the timestamp moves on by the wall-clock
 //! time since the last packet (at least one frame), so the receiver's RTP-time-to-arrival
 //! mapping stays true across the gap of a switch.
+//!
+//! SRTP safety: an outgoing sequence number must never carry two different payloads (the
+//! SRTP index would encrypt two plaintexts under one AES-GCM nonce). After a switch, a late or
+//! reordered packet of the new source from before the switch would map at or below the last
+//! number already sent for the old source; everything at or below that high-water mark of the
+//! switch is dropped.
 
 use std::time::Instant;
 
@@ -21,6 +27,8 @@ pub struct SeqRebase {
     /// When the newest packet was mapped.
     last_at: Option<Instant>,
     rebase_next: bool,
+    /// The highest number sent before the last switch: nothing at or below it is mapped again.
+    floor: u64,
     /// RTP ticks to advance on a switch at least (one frame).
     frame_ticks: u32,
     /// RTP clock rate, for the wall-clock gap of a switch.
@@ -54,6 +62,7 @@ impl SeqRebase {
     pub fn map_with_time(&mut self, src_seq: u64, src_ts: u32, at: Instant) -> Option<(u64, u32)> {
         if self.rebase_next && self.seq_offset.is_some() {
             self.rebase_next = false;
+            self.floor = self.last_seq;
             self.seq_offset = Some(i128::from(self.last_seq) + 1 - i128::from(src_seq));
             let gap = self
                 .last_at
@@ -67,7 +76,7 @@ impl SeqRebase {
             .seq_offset
             .get_or_insert(i128::from(FIRST_SEQ) - i128::from(src_seq));
         let out = i128::from(src_seq) + offset;
-        if out < 1 {
+        if out < 1 || out <= i128::from(self.floor) {
             return None;
         }
         let out = u64::try_from(out).ok()?;
@@ -86,6 +95,87 @@ impl SeqRebase {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_late_packet_of_the_new_layer_never_reuses_a_number() {
+        // Found by review: after a switch the offset comes from the new layer's first packet,
+        // so that layer's packet 8999 (sent before 9000, arriving after it) mapped to 2, the
+        // number layer A's packet 501 already used.
+        let mut r = SeqRebase::new(90_000, 3000);
+        let at = Instant::now();
+        assert_eq!(r.map(500, at), Some(1));
+        assert_eq!(r.map(501, at), Some(2));
+        r.switch();
+        assert_eq!(r.map(9000, at), Some(3));
+        assert_eq!(r.map(8999, at), None, "would reuse 2");
+        assert_eq!(r.map(8998, at), None, "would reuse 1");
+        // Reordering within the new layer, above the high-water mark, still maps.
+        assert_eq!(r.map(9002, at), Some(5));
+        assert_eq!(r.map(9001, at), Some(4));
+    }
+
+    /// A small deterministic generator (xorshift64*), so the property runs the same each time.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    #[test]
+    fn no_number_is_ever_sent_with_two_payloads() {
+        use std::collections::HashMap;
+        // Three source layers, each with its own sequence space. Random switches between them;
+        // packets of the current layer arrive in order, late (reordered), or twice (a
+        // retransmission). A payload is identified by (layer, source sequence number).
+        for seed in 1..=500u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+            let mut r = SeqRebase::new(90_000, 3000);
+            let mut next = [0u64; 3];
+            for n in &mut next {
+                *n = 1 + rng.below(60_000);
+            }
+            let mut layer = 0usize;
+            let mut sent: HashMap<u64, (usize, u64)> = HashMap::new();
+            let t0 = Instant::now();
+            for step in 0..400u64 {
+                let at = t0 + Duration::from_millis(step * 5);
+                let src = match rng.below(10) {
+                    0 => {
+                        layer = usize::try_from(rng.below(3)).unwrap();
+                        r.switch();
+                        continue;
+                    }
+                    // Late: up to 20 packets back, from before or after a switch.
+                    1 | 2 => next[layer].saturating_sub(1 + rng.below(20)).max(1),
+                    // A gap (loss upstream).
+                    3 => {
+                        next[layer] += 1 + rng.below(5);
+                        next[layer]
+                    }
+                    _ => {
+                        next[layer] += 1;
+                        next[layer]
+                    }
+                };
+                if let Some(out) = r.map(src, at) {
+                    let payload = (layer, src);
+                    if let Some(prev) = sent.insert(out, payload) {
+                        assert_eq!(
+                            prev, payload,
+                            "seed {seed} step {step}: {out} sent with two payloads"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn starts_small_and_keeps_gaps() {

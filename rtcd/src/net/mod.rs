@@ -146,6 +146,7 @@ pub async fn bind(
     cfg: &RtcConfig,
     inboxes: Arc<[mpsc::Sender<Datagram>]>,
     metrics: Arc<crate::metrics::Metrics>,
+    limits: crate::config::Limits,
 ) -> anyhow::Result<(MediaNet, Vec<ShardSockets>)> {
     let shards = inboxes.len().max(1);
     let port = u16::try_from(cfg.ice_port_udp).context("rtc.ice_port_udp")?;
@@ -233,7 +234,7 @@ pub async fn bind(
             .map(|ip| SocketAddr::new(*ip, tcp_port))
             .collect()
     };
-    let conns = Arc::new(tcp::TcpConns::new(metrics));
+    let conns = Arc::new(tcp::TcpConns::new(metrics, limits));
     for addr in listen {
         let listener =
             tcp_listener(addr).with_context(|| format!("rtc.ice_port_tcp: cannot listen on TCP {addr}"))?;

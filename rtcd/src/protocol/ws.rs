@@ -73,6 +73,21 @@ impl ClientMessage {
         }
     }
 
+    /// The type as a metric label: a known type's name, or `unknown` (a client cannot
+    /// invent label values).
+    pub fn metric_type(&self) -> &'static str {
+        match self {
+            Self::Hello { .. } => "hello",
+            Self::Join(_) => "join",
+            Self::Leave { .. } => "leave",
+            Self::Reconnect { .. } => "reconnect",
+            Self::Rtc(_) => "rtc",
+            Self::Vad(_) => "vad",
+            Self::Close { .. } => "close",
+            Self::Unknown(_) => "unknown",
+        }
+    }
+
     /// The frame's bytes.
     pub fn encode(&self) -> Vec<u8> {
         let data = match self {

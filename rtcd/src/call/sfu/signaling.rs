@@ -55,6 +55,13 @@ impl Sfu {
         if ice.candidate.is_empty() {
             return Ok(());
         }
+        if s.remote_candidates + s.queued_candidates.len() >= self.cfg.candidates_per_session {
+            self.cfg.metrics.limit_refused("candidates_per_session");
+            return Err(format!(
+                "ICE candidate refused: the session has added limits.candidates_per_session ({})",
+                self.cfg.candidates_per_session
+            ));
+        }
         if !s.answered {
             if s.queued_candidates.len() >= MAX_QUEUED_CANDIDATES {
                 return Err("failed to queue ICE candidate: queue is full".into());
@@ -65,6 +72,7 @@ impl Sfu {
         let c =
             Candidate::from_sdp_string(&ice.candidate).map_err(|e| format!("invalid ICE candidate: {e}"))?;
         s.rtc.add_remote_candidate(c);
+        s.remote_candidates += 1;
         self.mark_dirty(sid);
         Ok(())
     }
@@ -125,7 +133,10 @@ impl Sfu {
         let queued = std::mem::take(&mut s.queued_candidates);
         for c in queued {
             match Candidate::from_sdp_string(&c) {
-                Ok(c) => s.rtc.add_remote_candidate(c),
+                Ok(c) => {
+                    s.rtc.add_remote_candidate(c);
+                    s.remote_candidates += 1;
+                }
                 Err(e) => tracing::debug!(session = %sid, error = %e, "dropping queued candidate"),
             }
         }
