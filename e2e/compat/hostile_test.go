@@ -389,12 +389,138 @@ func TestHostile(t *testing.T) {
 			})
 			cancel()
 			wg.Wait()
+			// Their places under limits.sessions_per_client are needed by the next step.
+			for _, p := range []*peer{c, d} {
+				h.send(t, service.ClientMessageLeave, map[string]string{"sessionID": p.sessionID})
+				h.waitClose(t, p.sessionID, 5*time.Second)
+				p.close()
+			}
 		})
 		if got := refusals(t, env, "ice_tcp_max_unauthenticated_per_ip") - before; got < 1 {
 			t.Errorf("rtcd_limit_refusals_total{limit=ice_tcp_max_unauthenticated_per_ip} did not rise")
 		}
-		t.Logf("HOSTILE ICE-TCP flood from 127.0.0.2: C and D connected over TCP from 127.0.0.1 (%s, %s)", c, d)
+		t.Logf("HOSTILE ICE-TCP flood from 127.0.0.2: C and D connected over TCP from 127.0.0.1 and left")
 	})
+	step(t, "spoofed_dtls_clienthello_before_the_real_one", h, func(t *testing.T) {
+		// While E and F join and connect, 127.0.0.2 sends DTLS ClientHellos to the media
+		// port, and STUN checks that name the server's ufrag with a wrong integrity, from
+		// before the join until both are connected: the spoofed handshakes come first.
+		before := metricValue(t, env, `rtcd_net_dropped_total{transport="udp",reason="no_session"}`)
+		var e, f *peer
+		var sent, withUfrag int
+		during(t, func(t *testing.T) {
+			var err error
+			if e, err = newPeer(h, "E", 'E', false); err != nil {
+				t.Fatal(err)
+			}
+			if f, err = newPeer(h, "F", 'F', false); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer udp.Close()
+			target, err := net.ResolveUDPAddr("udp4", iceAddr(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 5000 && ctx.Err() == nil; i++ {
+					ufrag := ""
+					if rd := e.pc.RemoteDescription(); rd != nil {
+						ufrag = sdpAttr(rd.SDP, "ice-ufrag")
+					}
+					if ufrag != "" {
+						_, _ = udp.WriteToUDP(badStunCheck(ufrag), target)
+						withUfrag++
+					}
+					_, _ = udp.WriteToUDP(dtlsClientHello(), target)
+					sent++
+					time.Sleep(2 * time.Millisecond)
+				}
+			}()
+			call3, ch3 := newID(), newID()
+			joinAndConnect(t, h, e, call3, ch3)
+			joinAndConnect(t, h, f, call3, ch3)
+			waitFor(t, "E and F to each receive >= 50 RTP packets", mediaTimeout, func() bool {
+				return e.recv.Load() >= 50 && f.recv.Load() >= 50
+			})
+			cancel()
+			wg.Wait()
+		})
+		if sent < 10 || withUfrag < 1 {
+			t.Fatalf("the attack did not run: %d ClientHellos, %d checks with the server's ufrag", sent, withUfrag)
+		}
+		dropped := metricValue(t, env, `rtcd_net_dropped_total{transport="udp",reason="no_session"}`) - before
+		if dropped < float64(sent) {
+			t.Errorf("rtcd_net_dropped_total{udp,no_session} rose by %v for %d spoofed ClientHellos and %d checks", dropped, sent, withUfrag)
+		}
+		t.Logf("HOSTILE spoofed DTLS: %d ClientHellos and %d bad checks from 127.0.0.2 dropped (%v counted); E and F connected: %s, %s", sent, withUfrag, dropped, e, f)
+	})
+}
+
+// metricValue reads one series (its full name with labels, as exposed) from /metrics.
+func metricValue(t *testing.T, env testEnv, series string) float64 {
+	t.Helper()
+	_, body := plainGet(env, "/metrics")
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s", series)
+	return 0
+}
+
+// sdpAttr is the first a=<name>: value in an SDP.
+func sdpAttr(sdp, name string) string {
+	for _, line := range strings.Split(sdp, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "a="+name+":"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// badStunCheck is a Binding request naming the server's ufrag, with a MESSAGE-INTEGRITY that
+// is not the HMAC of the password (an attacker who saw the ufrag, not the password).
+func badStunCheck(serverUfrag string) []byte {
+	user := []byte(serverUfrag + ":evil")
+	pad := (4 - len(user)%4) % 4
+	attrs := []byte{0x00, 0x06, byte(len(user) >> 8), byte(len(user))}
+	attrs = append(attrs, user...)
+	attrs = append(attrs, make([]byte, pad)...)
+	attrs = append(attrs, 0x00, 0x08, 0x00, 0x14)
+	attrs = append(attrs, bytes.Repeat([]byte{0xaa}, 20)...)
+	msg := []byte{0x00, 0x01, byte(len(attrs) >> 8), byte(len(attrs)), 0x21, 0x12, 0xa4, 0x42}
+	msg = append(msg, []byte("spoofedtxid1")...)
+	return append(msg, attrs...)
+}
+
+// dtlsClientHello is a DTLS 1.2 ClientHello record (epoch 0, no cookie) offering
+// TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256.
+func dtlsClientHello() []byte {
+	body := []byte{0xfe, 0xfd}
+	body = append(body, bytes.Repeat([]byte{0x42}, 32)...) // random
+	body = append(body, 0x00)                              // session id
+	body = append(body, 0x00)                              // cookie
+	body = append(body, 0x00, 0x02, 0xc0, 0x2b)            // cipher suites
+	body = append(body, 0x01, 0x00)                        // compression: null
+	n := len(body)
+	hs := []byte{0x01, 0x00, byte(n >> 8), byte(n), 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, byte(n >> 8), byte(n)}
+	hs = append(hs, body...)
+	rec := []byte{0x16, 0xfe, 0xfd, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, byte(len(hs) >> 8), byte(len(hs))}
+	return append(rec, hs...)
 }
 
 // refusals reads rtcd_limit_refusals_total{limit=...} from /metrics.

@@ -119,6 +119,7 @@ pub const LIMITS: &[&str] = &[
     "client_id_length",
     "sessions_per_client",
     "candidates_per_session",
+    "remote_address_changes",
     "ice_tcp_max_unauthenticated",
     "ice_tcp_max_unauthenticated_per_ip",
     "ice_tcp_max_connections",

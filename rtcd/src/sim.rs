@@ -204,6 +204,10 @@ pub struct Sim {
     by_session: HashMap<SessionId, usize>,
     /// Wall-clock time spent inside the server's `handle_*` calls (the core's own cost).
     pub server_time: Duration,
+    /// Each client's last STUN Binding request to the server, by client index (for replays).
+    pub last_check: HashMap<usize, Vec<u8>>,
+    /// Addresses no client has that the server sent to (where spoofed traffic led it).
+    pub stray: std::collections::HashSet<SocketAddr>,
 }
 
 fn sdp_json(kind: &str, sdp: &str) -> Vec<u8> {
@@ -237,7 +241,19 @@ impl Sim {
             by_addr: HashMap::new(),
             by_session: HashMap::new(),
             server_time: Duration::ZERO,
+            last_check: HashMap::new(),
+            stray: Default::default(),
         }
+    }
+
+    /// A datagram arrives at the server from `from` (any address: spoofing is allowed here),
+    /// now; then everything that follows from it is moved. Returns whether a session took it.
+    pub fn inject(&mut self, from: SocketAddr, data: &[u8]) -> Result<bool, String> {
+        let took = self
+            .sfu
+            .handle_receive(self.now, Protocol::Udp, from, SERVER, data);
+        self.pump()?;
+        Ok(took)
     }
 
     /// A client joins `call` (and offers, unless told not to); returns its index.
@@ -430,6 +446,12 @@ impl Sim {
     }
 
     fn put_on_wire(&mut self, at: Instant, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
+        if to == SERVER
+            && data.starts_with(&[0x00, 0x01])
+            && let Some(&i) = self.by_addr.get(&from)
+        {
+            self.last_check.insert(i, data.clone());
+        }
         self.sent += 1;
         self.wire.insert((at, self.sent), (from, to, data));
     }
@@ -533,6 +555,7 @@ impl Sim {
             return Ok(());
         }
         let Some(&i) = self.by_addr.get(&to) else {
+            self.stray.insert(to);
             return Ok(());
         };
         let c = &mut self.clients[i];

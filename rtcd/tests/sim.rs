@@ -401,3 +401,60 @@ fn a_keyframe_clock_sends_the_first_frame_asked_frames_and_one_every_period() {
     );
     assert!(k.next_is_key(ms(3066)));
 }
+
+#[test]
+fn spoofed_checks_can_move_a_sessions_remote_address_only_at_a_bounded_rate() {
+    // pion/ice#21: a peer that knows its ICE password can replay its own (valid) check with a
+    // spoofed source, so that media goes to a victim. Each new address is rate-limited: a
+    // burst for a client's own candidates, then one per 5 s, 32 in all.
+    let mut sim = Sim::new(Faults::default());
+    let members = join_all(&mut sim, "call", 2, Duration::ZERO);
+    sim.run_for(Duration::from_secs(2)).unwrap();
+    heard_each_other(&sim, &members, &[], 50);
+    let check = sim
+        .last_check
+        .get(&members[0])
+        .cloned()
+        .expect("a check from client 0");
+    let refused_series = r#"rtcd_limit_refusals_total{limit="remote_address_changes"}"#;
+    let victim = |n: u16| std::net::SocketAddr::from(([198, 51, 100, 7], 10_000 + n));
+
+    // 100 spoofed sources within a second: only the burst's remainder gets in.
+    let mut taken = 0;
+    for n in 0..100 {
+        if sim.inject(victim(n), &check).unwrap() {
+            taken += 1;
+        }
+        sim.run_for(Duration::from_millis(10)).unwrap();
+    }
+    assert!(taken <= 8, "{taken} spoofed addresses taken at once");
+    assert!(metric(&sim, refused_series) >= 92, "refusals counted");
+
+    // Then one every 5 s at most.
+    let before = metric(&sim, refused_series);
+    let mut later = 0;
+    for n in 100..200 {
+        if sim.inject(victim(n), &check).unwrap() {
+            later += 1;
+        }
+        sim.run_for(Duration::from_millis(100)).unwrap();
+    }
+    assert!(later <= 3, "{later} new addresses in 10 s");
+    assert!(metric(&sim, refused_series) - before >= 97);
+
+    // The other member of the call is unharmed: it still hears and is heard.
+    let snap = snapshot(&sim);
+    sim.run_for(Duration::from_secs(2)).unwrap();
+    let other = members[1];
+    let tag0 = sim.clients[members[0]].tag;
+    let heard =
+        sim.clients[other].received.get(&tag0).copied().unwrap_or(0) - snap[other * 256 + usize::from(tag0)];
+    assert!(heard >= 50, "client 1 heard client 0 only {heard} times");
+    // The server answered or sent media only to the addresses it admitted.
+    assert!(
+        sim.stray.len() <= taken + later,
+        "the server sent to {} spoofed addresses, admitted {}",
+        sim.stray.len(),
+        taken + later
+    );
+}

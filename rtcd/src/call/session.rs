@@ -39,6 +39,14 @@ pub(crate) const CLIENT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const DISCONNECTED_GRACE: Duration = Duration::from_secs(30);
 /// rtcd queues at most this many inbound candidates until the answer.
 pub(crate) const MAX_QUEUED_CANDIDATES: usize = 40;
+/// New remote addresses a session may add at once: the first checks from each of a client's
+/// candidates (host, reflexive, relayed; UDP and TCP).
+pub(crate) const REMOTE_BURST: f64 = 8.0;
+/// After the burst, one more new remote address per this long. An authenticated peer that
+/// spoofs its source to point media at a victim (pion/ice#21) can move it this often at most.
+pub(crate) const REMOTE_REFILL: Duration = Duration::from_secs(5);
+/// Remote addresses one session may use, at most.
+pub(crate) const MAX_REMOTES: usize = 32;
 /// Server offers that may time out in a row before the session is closed.
 pub(crate) const MAX_OFFER_ATTEMPTS: u32 = 3;
 /// Timeouts a session's peer may ask for "now" within one drain (its pacer asks once per
@@ -287,6 +295,10 @@ pub(crate) struct Session {
     pub(crate) offer_attempts: u32,
     /// Remote addresses learnt for demux, removed with the session.
     pub(crate) remotes: Vec<(super::Protocol, SocketAddr)>,
+    /// New remote addresses this session may still add now (see [`Session::admit_remote`]).
+    pub(crate) remote_tokens: f64,
+    /// When `remote_tokens` was last refilled.
+    pub(crate) remote_tokens_at: Instant,
     /// When the rtc wants `Input::Timeout`.
     pub(crate) rtc_deadline: Instant,
     pub(crate) timer_gen: u64,
@@ -303,6 +315,24 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
+    /// Whether a datagram from a remote address this session has not used yet may be taken
+    /// (and media may then go there): a burst of [`REMOTE_BURST`], then one per
+    /// [`REMOTE_REFILL`], and [`MAX_REMOTES`] in all.
+    pub(crate) fn admit_remote(&mut self, now: Instant) -> bool {
+        if self.remotes.len() >= MAX_REMOTES {
+            return false;
+        }
+        let refill =
+            now.saturating_duration_since(self.remote_tokens_at).as_secs_f64() / REMOTE_REFILL.as_secs_f64();
+        self.remote_tokens = (self.remote_tokens + refill).min(REMOTE_BURST);
+        self.remote_tokens_at = now;
+        if self.remote_tokens < 1.0 {
+            return false;
+        }
+        self.remote_tokens -= 1.0;
+        true
+    }
+
     /// The earliest time this session needs attention.
     pub(crate) fn deadline(&self) -> Instant {
         let mut d = self.rtc_deadline;

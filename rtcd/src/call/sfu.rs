@@ -227,6 +227,11 @@ impl Sfu {
             return false;
         }
         if !known {
+            if !s.admit_remote(now) {
+                self.cfg.metrics.limit_refused("remote_address_changes");
+                tracing::debug!(session = %sid, remote = %remote.1, "new remote address refused: too many, too fast");
+                return false;
+            }
             self.by_remote.insert(remote, sid.clone());
             s.remotes.push(remote);
         }
@@ -352,6 +357,8 @@ impl Sfu {
                 signaling: Signaling::Stable,
                 offer_attempts: 0,
                 remotes: Vec::new(),
+                remote_tokens: super::session::REMOTE_BURST,
+                remote_tokens_at: now,
                 rtc_deadline: now,
                 timer_gen: 0,
                 guard,
