@@ -9,7 +9,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/rtcd-rs/target
 CARGO ?= cargo
 
-.PHONY: help deps build run test test-rust test-operator test-chart test-e2e test-compat test-browser test-loadtest test-smoke smoke bench lint fmt generate check-generated images-test
+.PHONY: help deps build run test fuzz soak test-rust test-operator test-chart test-e2e test-compat test-browser test-loadtest test-smoke smoke bench lint fmt generate check-generated images-test
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -88,9 +88,16 @@ test-compat: deps ## The Go service.Client suite against the real rtcd and ours 
 test-browser: deps ## Two Chromium pages (calls-common RTCPeer) in one call, real rtcd and ours (netns)
 	scripts/browser.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-browser.log
 
-lint: deps ## rustfmt --check and clippy -D warnings
+soak: deps ## rtcd under churn for SOAK_MINUTES (default 30): RSS, fds, tasks and every table stay flat and end at zero
+	scripts/soak.sh
+
+fuzz: ## libFuzzer + ASan (nightly) on every rtcd::fuzz target, FUZZ_SECONDS each (default 180)
+	scripts/fuzz.sh
+
+lint: deps ## rustfmt --check, clippy -D warnings, cargo deny (licenses, bans, sources)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	scripts/deny.sh
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -5,7 +5,8 @@
 # screen shares on (VP8 simulcast h/l), 3 s window; the JSON report must show every participant
 # connected with its data channel (a third of them over ICE-TCP), audio and screen forwarded with little loss, join → first
 # packet measured, and the server's CPU/RSS read from /proc. Bad flags and an unreachable URL
-# must fail with an error naming the problem. Prints "PASS [loadtest: …]" / "FAIL [loadtest: …]".
+# must fail with an error naming the problem. After the run every internal table
+# (rtcd_table_entries, rtcd_engine_table_entries) must be back to zero. Prints "PASS [loadtest: …]" / "FAIL [loadtest: …]".
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/rtcd-rs/target}
@@ -78,6 +79,33 @@ check(srv is not None and srv["cpu_us_per_forwarded_packet"] and srv["rss_steady
       "server CPU µs/packet and RSS read from /proc")
 check(r["ws_vad_messages"] > 0, f"the talkers' audio levels drive rtcd's VAD ({r['ws_vad_messages']} messages)")
 sys.exit(1 if bad else 0)
+EOF
+# Everyone has left: every internal table is back to zero (tokio tasks back to the idle count;
+# the client's one bearer token stays until it expires, by design; the scrape's own connection
+# is the one source address with an open API connection; the limiter keeps a failed login for
+# its 60 s window: the generator's first login fails before it registers).
+SHARDS=$SHARDS python3 - <<'EOF' || fails=$((fails + 1))
+import os, re, sys, time, urllib.request
+def tables():
+    text = urllib.request.urlopen("http://127.0.0.1:18045/metrics", timeout=5).read().decode()
+    out = {}
+    for m in re.finditer(r'^rtcd_(table_entries|engine_table_entries)\{([^}]*)\} (\S+)$', text, re.M):
+        out[m.group(1) + "{" + m.group(2) + "}"] = float(m.group(3))
+    return out
+deadline = time.time() + 15
+while True:
+    t = tables()
+    busy = {k: v for k, v in t.items() if v != 0 and "tokio_tasks" not in k and "auth_tokens" not in k
+            and "auth_limiter" not in k
+            and not ("http_addresses" in k and v <= 1)}
+    tasks = next((v for k, v in t.items() if "tokio_tasks" in k), None)
+    if (not busy and tasks is not None and tasks <= 16) or time.time() > deadline:
+        break
+    time.sleep(0.5)
+ok = not busy and tasks is not None and tasks <= 16 and any("engine_table_entries" in k for k in t)
+print(("PASS" if ok else "FAIL") + f" [loadtest, {os.environ['SHARDS']} shard(s): every table back to zero after everyone left"
+      + (f": {busy}, tokio tasks {tasks}" if not ok else f" ({len(t)} tables, tokio tasks {tasks:.0f})") + "]")
+sys.exit(0 if ok else 1)
 EOF
 kill "$SERVER" 2>/dev/null || true
 wait "$SERVER" 2>/dev/null || true

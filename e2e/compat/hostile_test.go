@@ -218,9 +218,10 @@ func TestHostile(t *testing.T) {
 	})
 
 	step(t, "concurrent_wrong_password_burst", h, func(t *testing.T) {
-		// From another address (127.0.0.2), so the lockout does not touch the harness's.
+		// From another address (127.0.0.2), so the lockout does not touch the harness's; fewer
+		// at once than limits.http_max_connections_per_ip, so every one reaches the limiter.
 		before := refusals(t, env, "auth_attempts")
-		const n = 40
+		const n = hostileConnsPerIP - 5
 		statuses := map[int]int{}
 		during(t, func(t *testing.T) {
 			var mu sync.Mutex

@@ -23,6 +23,7 @@ pub mod call;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod fuzz;
 pub mod idle;
 pub mod lifecycle;
 pub mod media;

@@ -104,6 +104,13 @@ pub struct Metrics {
     pub limit_refusals: Family<Labels, Counter>,
     /// `rtcd_http_connections` (ours, gauge): open API connections (HTTP and WebSocket).
     pub http_connections: Gauge,
+    /// `rtcd_table_entries{table}` (ours, gauge): entries in the control plane's tables, set
+    /// when `/metrics` is read. Back to zero once everyone has left (the limiter's after its
+    /// window).
+    pub tables: Family<Labels, Gauge>,
+    /// `rtcd_engine_table_entries{shard,table}` (ours, gauge): entries in each engine shard's
+    /// tables, set every second by the shard.
+    pub engine_tables: Family<Labels, Gauge>,
 }
 
 /// The `limit` label values of `rtcd_limit_refusals_total`: each `[limits]` key that refuses
@@ -126,6 +133,13 @@ pub const LIMITS: &[&str] = &[
 ];
 
 impl Metrics {
+    /// Sets `rtcd_table_entries{table}`.
+    pub fn set_table(&self, table: &'static str, entries: usize) {
+        self.tables
+            .get_or_create(&vec![("table", table.to_string())])
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+
     /// Counts one refusal by the `[limits]` bound `limit` (one of [`LIMITS`]).
     pub fn limit_refused(&self, limit: &'static str) {
         debug_assert!(LIMITS.contains(&limit), "unknown limit label {limit}");
@@ -171,6 +185,8 @@ impl Metrics {
             engine_shard_sessions: Family::default(),
             limit_refusals: Family::default(),
             http_connections: Gauge::default(),
+            tables: Family::default(),
+            engine_tables: Family::default(),
         };
         let r = &mut registry;
         r.register(
@@ -306,6 +322,16 @@ impl Metrics {
             "http_connections",
             "Open API connections (HTTP and WebSocket)",
             m.http_connections.clone(),
+        );
+        r.register(
+            "table_entries",
+            "Entries in the control plane's internal tables (connections, routes, limiter, tokens, ICE-TCP, placement, tasks)",
+            m.tables.clone(),
+        );
+        r.register(
+            "engine_table_entries",
+            "Entries in each engine shard's internal tables",
+            m.engine_tables.clone(),
         );
         r.register_collector(Box::new(BuildInfo(VersionInfo::current())));
         r.register_collector(Box::new(ProcessCollector));

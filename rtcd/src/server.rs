@@ -20,7 +20,7 @@ use crate::{
     api::{
         self, AppState,
         conns::ConnRegistry,
-        guard::{ConnLimits, Guard, Timeouts},
+        guard::{Guard, Timeouts},
     },
     auth::{AuthService, preset, store::Store},
     call::{Faults, SfuConfig},
@@ -77,6 +77,7 @@ pub async fn build_state(
         faults: Faults::from_env(),
         clock: std::time::Instant::now,
     };
+    let tcp = udp.tcp_conns().clone();
     let engine = engine::start(EngineParts {
         metrics: metrics.clone(),
         sfu,
@@ -85,7 +86,7 @@ pub async fn build_state(
         inboxes,
         sink: conns.clone(),
     })?;
-    Ok(AppState::new(config, metrics, lifecycle, auth, engine, conns))
+    Ok(AppState::new(config, metrics, lifecycle, auth, engine, conns).with_tcp(tcp))
 }
 
 /// How long open HTTP connections get to finish once the drain is over.
@@ -113,11 +114,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let control = axum_server::Control::new();
     let mut servers = JoinSet::new();
     let limits = state.limits;
-    let conn_limits = ConnLimits::new(
-        limits.http_connections,
-        limits.http_connections_per_ip,
-        state.metrics.clone(),
-    );
+    let conn_limits = state.conn_limits.clone();
     let timeouts = Timeouts {
         read: limits.http_read,
         write: limits.http_write,

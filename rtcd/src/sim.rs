@@ -398,6 +398,15 @@ impl Sim {
         self.pump()
     }
 
+    /// Client `i` sends raw bytes (any, well-formed or not) on its data channel.
+    pub fn client_dc_raw(&mut self, i: usize, bytes: &[u8]) -> Result<(), String> {
+        let c = self.clients.get_mut(i).ok_or("no such client")?;
+        let id = c.dc.ok_or("data channel not open")?;
+        let mut ch = c.rtc.channel(id).ok_or("data channel gone")?;
+        ch.write(true, bytes).map_err(|e| e.to_string())?;
+        self.pump()
+    }
+
     /// Client `i` answers the server offers it held back.
     pub fn answer_held(&mut self, i: usize) -> Result<(), String> {
         let held = std::mem::take(&mut self.clients.get_mut(i).ok_or("no such client")?.held_offers);

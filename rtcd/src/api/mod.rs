@@ -61,6 +61,10 @@ pub struct AppState {
     pub security: Security,
     /// `[limits]`, parsed.
     pub limits: Limits,
+    /// Open API connections, by source address.
+    pub conn_limits: Arc<guard::ConnLimits>,
+    /// ICE-TCP connections (for their table sizes).
+    pub tcp: Arc<crate::net::tcp::TcpConns>,
 }
 
 /// The `[api] security` switches handlers consult.
@@ -83,6 +87,12 @@ impl AppState {
         conns: Arc<conns::ConnRegistry>,
     ) -> Self {
         let sec = &config.api.security;
+        let limits = config.limits.resolve();
+        let conn_limits = guard::ConnLimits::new(
+            limits.http_connections,
+            limits.http_connections_per_ip,
+            metrics.clone(),
+        );
         Self {
             metrics,
             lifecycle,
@@ -101,7 +111,38 @@ impl AppState {
                 allow_self_registration: sec.allow_self_registration,
                 enable_admin: sec.enable_admin,
             },
-            limits: config.limits.resolve(),
+            limits,
+            conn_limits,
+            tcp: Arc::default(),
+        }
+    }
+
+    /// The ICE-TCP table whose sizes `/metrics` reports.
+    pub fn with_tcp(mut self, tcp: Arc<crate::net::tcp::TcpConns>) -> Self {
+        self.tcp = tcp;
+        self
+    }
+
+    /// Sets `rtcd_table_entries{table}` from every control-plane table (on each scrape).
+    pub fn publish_tables(&self) {
+        let m = &self.metrics;
+        let (conns, routes, groups) = self.conns.sizes();
+        m.set_table("ws_connections", conns);
+        m.set_table("session_routes", routes);
+        m.set_table("route_groups", groups);
+        m.set_table("auth_limiter", self.auth.limiter_entries());
+        m.set_table("auth_tokens", self.auth.token_count());
+        m.set_table("http_addresses", self.conn_limits.addresses());
+        let (tcp, unauth, unauth_ips, tcp_tasks) = self.tcp.sizes();
+        m.set_table("ice_tcp_connections", tcp);
+        m.set_table("ice_tcp_unauthenticated", unauth);
+        m.set_table("ice_tcp_addresses", unauth_ips);
+        m.set_table("ice_tcp_tasks", tcp_tasks);
+        let (calls, sessions) = self.engine.placement_sizes();
+        m.set_table("placement_calls", calls);
+        m.set_table("placement_sessions", sessions);
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            m.set_table("tokio_tasks", h.metrics().num_alive_tasks());
         }
     }
 }

@@ -70,6 +70,7 @@ pub(super) async fn health(State(state): State<AppState>) -> (StatusCode, Json<H
 
 /// `GET /metrics`: Prometheus (OpenMetrics text).
 pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    state.publish_tables();
     let body = state.metrics.encode().map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response())
 }

@@ -157,11 +157,15 @@ impl FailureLimiter {
         if let Some(c) = &attempt.client {
             self.entries.remove(&Key::Client(c.clone()));
         }
-        if let Some(e) = self.entries.get_mut(&Key::Ip(attempt.ip)) {
+        let key = Key::Ip(attempt.ip);
+        if let Some(e) = self.entries.get_mut(&key) {
             e.attempts = e.attempts.saturating_sub(1);
             if e.attempts < MAX_FAILURES_PER_IP {
                 // A lockout this very attempt set was not earned.
                 e.locked_until = None;
+            }
+            if e.attempts == 0 {
+                self.entries.remove(&key);
             }
         }
     }
@@ -246,11 +250,13 @@ mod tests {
         let ok = l.attempt("c", IP, t0).unwrap();
         l.succeeded(&ok);
         assert!(l.attempt("c", IP, t0).is_ok());
-        // Many successful logins from one address never lock it.
+        // Many successful logins from one address never lock it, and leave nothing behind.
+        let mut fresh = FailureLimiter::default();
         for _ in 0..3 * MAX_FAILURES_PER_IP {
-            let a = l.attempt("good", IP, t0).unwrap();
-            l.succeeded(&a);
+            let a = fresh.attempt("good", IP, t0).unwrap();
+            fresh.succeeded(&a);
         }
+        assert!(fresh.is_empty());
     }
 
     #[test]

@@ -136,6 +136,26 @@ impl AuthService {
         }
     }
 
+    /// Bearer tokens held (expired ones are dropped first).
+    pub fn token_count(&self) -> usize {
+        let now = Instant::now();
+        let mut t = self.tokens();
+        let expired: Vec<String> = t
+            .by_token
+            .iter()
+            .filter(|(_, (_, expiry))| *expiry <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for token in expired {
+            if let Some((id, _)) = t.by_token.remove(&token)
+                && t.by_client.get(&id) == Some(&token)
+            {
+                t.by_client.remove(&id);
+            }
+        }
+        t.by_token.len()
+    }
+
     /// Keys the failure limiter tracks (a table size, for leak checks).
     pub fn limiter_entries(&self) -> usize {
         let mut l = self.limiter();

@@ -113,6 +113,20 @@ fn group_label(g: &GroupId) -> Labels {
 }
 
 impl Sfu {
+    /// Entries in each internal table, for `rtcd_engine_table_entries`: every one is back to
+    /// zero once every session has ended.
+    pub fn table_sizes(&self) -> [(&'static str, usize); 7] {
+        [
+            ("sessions", self.sessions.len()),
+            ("calls", self.calls.len()),
+            ("screens", self.screens.len()),
+            ("remotes", self.by_remote.len()),
+            ("ufrags", self.by_ufrag.len()),
+            ("timers", self.timers.len()),
+            ("dirty", self.dirty.len() + self.dirty_set.len()),
+        ]
+    }
+
     /// An empty SFU.
     pub fn new(cfg: SfuConfig) -> Self {
         Self {

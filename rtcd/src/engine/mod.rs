@@ -100,6 +100,11 @@ pub struct EngineHandle {
 pub struct EngineBusy;
 
 impl EngineHandle {
+    /// The placement table's entries: (calls, sessions).
+    pub fn placement_sizes(&self) -> (usize, usize) {
+        self.placement.sizes()
+    }
+
     /// Queues a command without waiting (rtcd drops when its queue is full).
     pub fn send(&self, cmd: Command) -> Result<(), EngineBusy> {
         let (shard, placed) = match &cmd {

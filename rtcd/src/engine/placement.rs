@@ -104,6 +104,12 @@ impl Placement {
         }
     }
 
+    /// Entries: (placed calls, placed sessions).
+    pub(super) fn sizes(&self) -> (usize, usize) {
+        let g = self.lock();
+        (g.calls.len(), g.sessions.len())
+    }
+
     /// The shard a session lives on.
     pub(super) fn session(&self, sid: &SessionId) -> Option<usize> {
         self.lock().sessions.get(sid).map(|(s, _)| *s)

@@ -98,6 +98,7 @@ pub(super) struct Shard {
     beat: Arc<Beat>,
     counters: Counters,
     routes: HashMap<SocketAddr, Route>,
+    metrics: Arc<Metrics>,
 }
 
 /// Marks the shard stopped however its thread ends (a panic outside any session included).
@@ -124,6 +125,7 @@ impl Shard {
             placement: p.placement,
             beat: p.beat,
             routes: HashMap::new(),
+            metrics: p.metrics,
         }
     }
 
@@ -202,10 +204,28 @@ impl Shard {
                     }
                 }
                 () = sleep => self.sfu.handle_timeout(Instant::now()),
-                _ = beat.tick() => {}
+                _ = beat.tick() => self.publish_tables(),
                 _ = prune.tick() => self.prune_routes(Instant::now()),
             }
             self.flush(sockets, &mut sender);
+        }
+    }
+
+    /// Sets `rtcd_engine_table_entries{shard,table}` from this shard's tables.
+    fn publish_tables(&mut self) {
+        // Routes only serve live sessions: with none left anywhere, forget them all at once
+        // (otherwise they age out after ROUTE_IDLE).
+        if self.placement.sizes().1 == 0 {
+            self.routes.clear();
+        }
+        let shard = self.index.to_string();
+        let sfu = self.sfu.table_sizes();
+        let own = [("routes", self.routes.len())];
+        for (table, n) in sfu.iter().chain(own.iter()) {
+            self.metrics
+                .engine_tables
+                .get_or_create(&vec![("shard", shard.clone()), ("table", (*table).to_string())])
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
         }
     }
 

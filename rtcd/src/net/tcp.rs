@@ -18,7 +18,7 @@ use std::{
 };
 
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{TcpListener, TcpStream},
     sync::mpsc,
 };
@@ -265,59 +265,14 @@ async fn serve(
             }
         }
     };
-    let reader = async {
-        let mut read = BufReader::with_capacity(4096, read);
-        let started = tokio::time::Instant::now();
-        let mut buf = vec![0u8; usize::from(u16::MAX)];
-        // The shard of the session this connection serves, as its STUN names it.
-        let mut shard = 0;
-        loop {
-            let limit = if authenticated.load(Ordering::SeqCst) {
-                tokio::time::Instant::now() + IDLE_TIMEOUT
-            } else {
-                started + AUTH_TIMEOUT
-            };
-            let mut len = [0u8; 2];
-            match tokio::time::timeout_at(limit, read.read_exact(&mut len)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) => return "closed",
-                Err(_) => {
-                    return if authenticated.load(Ordering::SeqCst) {
-                        "idle"
-                    } else {
-                        "no ICE within 10 s"
-                    };
-                }
-            }
-            let n = usize::from(u16::from_be_bytes(len));
-            if n == 0 {
-                continue;
-            }
-            match tokio::time::timeout_at(limit, read.read_exact(&mut buf[..n])).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) => return "truncated frame",
-                Err(_) => return "frame timeout",
-            }
-            let frame = &buf[..n];
-            if let Some(s) = stun_shard(frame, inboxes.len()) {
-                shard = s;
-            }
-            let Some(tx) = inboxes.get(shard) else {
-                return "engine stopped";
-            };
-            let dg = Datagram {
-                transport: Transport::Tcp,
-                local,
-                remote,
-                data: frame.to_vec(),
-            };
-            match tx.try_send(dg) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => conns.dropped("shard_queue_full"),
-                Err(mpsc::error::TrySendError::Closed(_)) => return "engine stopped",
-            }
-        }
-    };
+    let reader = read_frames(
+        BufReader::with_capacity(4096, read),
+        &authenticated,
+        &conns,
+        &inboxes,
+        local,
+        remote,
+    );
     let why = tokio::select! {
         () = writer => "write failed",
         why = reader => why,
@@ -330,6 +285,73 @@ async fn serve(
     }
     conns.closed(remote, admitted, authenticated.load(Ordering::SeqCst));
     conns.tasks.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Reads RFC 4571 frames (a 16-bit big-endian length, then that many bytes; a zero length is
+/// skipped) from `read`, and hands each to the inbox of the shard its STUN names (the last
+/// one named, at first 0), until the stream ends, a deadline passes or the engine stops.
+/// Returns why it stopped.
+pub async fn read_frames<R: AsyncRead + Unpin>(
+    mut read: R,
+    authenticated: &AtomicBool,
+    conns: &TcpConns,
+    inboxes: &[mpsc::Sender<Datagram>],
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> &'static str {
+    let started = tokio::time::Instant::now();
+    let mut buf = vec![0u8; usize::from(u16::MAX)];
+    // The shard of the session this connection serves, as its STUN names it.
+    let mut shard = 0;
+    loop {
+        let limit = if authenticated.load(Ordering::SeqCst) {
+            tokio::time::Instant::now() + IDLE_TIMEOUT
+        } else {
+            started + AUTH_TIMEOUT
+        };
+        let mut len = [0u8; 2];
+        match tokio::time::timeout_at(limit, read.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return "closed",
+            Err(_) => {
+                return if authenticated.load(Ordering::SeqCst) {
+                    "idle"
+                } else {
+                    "no ICE within 10 s"
+                };
+            }
+        }
+        let n = usize::from(u16::from_be_bytes(len));
+        if n == 0 {
+            continue;
+        }
+        let Some(frame) = buf.get_mut(..n) else {
+            return "truncated frame";
+        };
+        match tokio::time::timeout_at(limit, read.read_exact(frame)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return "truncated frame",
+            Err(_) => return "frame timeout",
+        }
+        let frame = &buf[..n];
+        if let Some(s) = stun_shard(frame, inboxes.len()) {
+            shard = s;
+        }
+        let Some(tx) = inboxes.get(shard) else {
+            return "engine stopped";
+        };
+        let dg = Datagram {
+            transport: Transport::Tcp,
+            local,
+            remote,
+            data: frame.to_vec(),
+        };
+        match tx.try_send(dg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => conns.dropped("shard_queue_full"),
+            Err(mpsc::error::TrySendError::Closed(_)) => return "engine stopped",
+        }
+    }
 }
 
 #[cfg(test)]
