@@ -15,7 +15,7 @@ COMPAT_FAULT_USER=compatfaultuser000000000000 COMPAT_SERVER_ENV="RTCD_RTC_ENGINE
 COMPAT_SERVER_ENV="RTCD_RTC_ENGINESHARDS=1" e2e/compat/run.sh "$target/debug/rtcd" rtcd-rs-1shard
 # Hostile clients against small [limits] (TestHostile: slowloris, floods, guessing bursts,
 # invented WS types, session/candidate caps, an ICE-TCP flood), each while a call keeps media.
-COMPAT_HOSTILE=1 COMPAT_RUN='^TestHostile$' COMPAT_SERVER_ENV="RTCD_LIMITS_HTTPREADTIMEOUT=2s \
+COMPAT_HOSTILE=1 COMPAT_RUN='^TestHostile$' COMPAT_SERVER_ENV="RTCD_LIMITS_HTTPREADTIMEOUT=2s RTCD_LIMITS_HTTPWRITETIMEOUT=2s \
 RTCD_LIMITS_HTTPMAXCONNECTIONSPERIP=30 RTCD_LIMITS_SESSIONSPERCLIENT=4 \
 RTCD_LIMITS_CANDIDATESPERSESSION=20 RTCD_LIMITS_ICETCPMAXUNAUTHENTICATEDPERIP=8" \
   e2e/compat/run.sh "$target/debug/rtcd" rtcd-rs-hostile

@@ -28,6 +28,7 @@ import (
 // COMPAT_SERVER_ENV for the hostile run).
 const (
 	hostileReadTimeout   = 2 * time.Second // RTCD_LIMITS_HTTPREADTIMEOUT=2s
+	hostileWriteTimeout  = 2 * time.Second // RTCD_LIMITS_HTTPWRITETIMEOUT=2s
 	hostileConnsPerIP    = 30              // RTCD_LIMITS_HTTPMAXCONNECTIONSPERIP=30
 	hostileSessions      = 4               // RTCD_LIMITS_SESSIONSPERCLIENT=4
 	hostileCandidates    = 20              // RTCD_LIMITS_CANDIDATESPERSESSION=20
@@ -35,7 +36,8 @@ const (
 	hostileClientsFailed = 10              // rtcd-rs: failed logins per client ID a minute
 )
 
-// TestHostile throws at rtcd-rs what an attacker on the internet can: slowloris, a connection
+// TestHostile throws at rtcd-rs what an attacker on the internet can: slowloris, a client
+// that stops reading, a connection
 // flood, a huge client ID, a concurrent password-guessing burst, invented WS message types,
 // too many sessions for one client, too many ICE candidates, and an ICE-TCP flood from one
 // address while a peer from another address connects over ICE-TCP. For each it checks the
@@ -50,22 +52,8 @@ func TestHostile(t *testing.T) {
 	h := newHarness(t, env)
 	step(t, "connect_hello", h, func(t *testing.T) { h.waitHello(t) })
 
-	callID, chID := newID(), newID()
 	var a, b *peer
-	step(t, "call_media_flows", h, func(t *testing.T) {
-		var err error
-		if a, err = newPeer(h, "A", 'A', false); err != nil {
-			t.Fatal(err)
-		}
-		if b, err = newPeer(h, "B", 'B', false); err != nil {
-			t.Fatal(err)
-		}
-		joinAndConnect(t, h, a, callID, chID)
-		joinAndConnect(t, h, b, callID, chID)
-		waitFor(t, "A and B to each receive >= 50 RTP packets", mediaTimeout, func() bool {
-			return a.recv.Load() >= 50 && b.recv.Load() >= 50
-		})
-	})
+	step(t, "call_media_flows", h, func(t *testing.T) { a, b = pairCall(t, h, "A", "B", peerOptions{}) })
 	call := func() []*peer { return []*peer{a, b} }
 
 	// During each attack the call's media is checked again and again; after it, once more.
@@ -153,6 +141,34 @@ func TestHostile(t *testing.T) {
 			t.Errorf("rtcd_limit_refusals_total{limit=http_read_timeout} rose by %v, want >= 20", got)
 		}
 		t.Logf("HOSTILE slowloris: 20 connections closed within %s", 4*hostileReadTimeout)
+	})
+
+	step(t, "a_client_that_stops_reading", h, func(t *testing.T) {
+		// Pipelined GET /metrics, never read: the responses fill the socket buffers, the
+		// server's writes stall, and the connection is cut after http_write_timeout.
+		before := refusals(t, env, "http_write_timeout")
+		during(t, func(t *testing.T) {
+			c, err := net.Dial("tcp", hostOf(t, env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetReadBuffer(4096)
+			}
+			req := []byte("GET /metrics HTTP/1.1\r\nHost: rtcd\r\n\r\n")
+			start := time.Now()
+			_ = c.SetWriteDeadline(time.Now().Add(3 * hostileWriteTimeout))
+			for i := 0; i < 5000; i++ {
+				if _, err := c.Write(req); err != nil {
+					break
+				}
+			}
+			waitFor(t, "the stalled connection to be cut and counted", 4*hostileWriteTimeout, func() bool {
+				return refusals(t, env, "http_write_timeout") > before
+			})
+			t.Logf("HOSTILE a client that stops reading: cut after %s", time.Since(start).Round(100*time.Millisecond))
+		})
 	})
 
 	step(t, "connection_flood_from_one_address", h, func(t *testing.T) {
@@ -247,6 +263,11 @@ func TestHostile(t *testing.T) {
 		if statuses[http.StatusTooManyRequests] != n-hostileClientsFailed {
 			t.Errorf("%d of %d concurrent guesses were refused with 429, want %d (only %d may reach the hash)",
 				statuses[http.StatusTooManyRequests], n, n-hostileClientsFailed, hostileClientsFailed)
+		}
+		// The ten that passed the limiter were hashed one at a time (limits.auth_max_concurrent_hashes):
+		// a wrong key (400), or, for the last in line, the 2 s handler deadline (503).
+		if passed := statuses[http.StatusBadRequest] + statuses[http.StatusServiceUnavailable]; passed != hostileClientsFailed {
+			t.Errorf("%d guesses passed the limiter, want %d: %v", passed, hostileClientsFailed, statuses)
 		}
 		if got := refusals(t, env, "auth_attempts") - before; got < n-hostileClientsFailed {
 			t.Errorf("rtcd_limit_refusals_total{limit=auth_attempts} rose by %v, want >= %d", got, n-hostileClientsFailed)
@@ -375,19 +396,7 @@ func TestHostile(t *testing.T) {
 				<-ctx.Done()
 			}()
 			// Meanwhile two peers on 127.0.0.1 connect over ICE-TCP only.
-			var err error
-			call2, ch2 := newID(), newID()
-			if c, err = newPeerWith(h, "C", 'C', false, peerOptions{tcpOnly: true}); err != nil {
-				t.Fatal(err)
-			}
-			if d, err = newPeerWith(h, "D", 'D', false, peerOptions{tcpOnly: true}); err != nil {
-				t.Fatal(err)
-			}
-			joinAndConnect(t, h, c, call2, ch2)
-			joinAndConnect(t, h, d, call2, ch2)
-			waitFor(t, "C and D (ICE-TCP) to each receive >= 50 RTP packets", mediaTimeout, func() bool {
-				return c.recv.Load() >= 50 && d.recv.Load() >= 50
-			})
+			c, d = pairCall(t, h, "C", "D", peerOptions{tcpOnly: true})
 			cancel()
 			wg.Wait()
 			// Their places under limits.sessions_per_client are needed by the next step.
@@ -522,6 +531,27 @@ func dtlsClientHello() []byte {
 	hs = append(hs, body...)
 	rec := []byte{0x16, 0xfe, 0xfd, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, byte(len(hs) >> 8), byte(len(hs))}
 	return append(rec, hs...)
+}
+
+// pairCall joins two fresh peers named x and y (with opts) into a new call over the main WS,
+// and waits until each receives >= 50 RTP packets from the other.
+func pairCall(t *testing.T, h *harness, x, y string, opts peerOptions) (*peer, *peer) {
+	t.Helper()
+	p, err := newPeerWith(h, x, x[0], false, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := newPeerWith(h, y, y[0], false, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	callID, chID := newID(), newID()
+	joinAndConnect(t, h, p, callID, chID)
+	joinAndConnect(t, h, q, callID, chID)
+	waitFor(t, fmt.Sprintf("%s and %s to each receive >= 50 RTP packets", x, y), mediaTimeout, func() bool {
+		return p.recv.Load() >= 50 && q.recv.Load() >= 50
+	})
+	return p, q
 }
 
 // refusals reads rtcd_limit_refusals_total{limit=...} from /metrics.

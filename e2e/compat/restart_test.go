@@ -68,22 +68,7 @@ func TestKilledDuringCallsAndRegistrations(t *testing.T) {
 
 	h := newHarness(t, env)
 	step(t, "connect_hello", h, func(t *testing.T) { h.waitHello(t) })
-	var a, b *peer
-	step(t, "call_media_flows", h, func(t *testing.T) {
-		var err error
-		if a, err = newPeer(h, "A", 'A', false); err != nil {
-			t.Fatal(err)
-		}
-		if b, err = newPeer(h, "B", 'B', false); err != nil {
-			t.Fatal(err)
-		}
-		callID, chID := newID(), newID()
-		joinAndConnect(t, h, a, callID, chID)
-		joinAndConnect(t, h, b, callID, chID)
-		waitFor(t, "A and B to each receive >= 50 RTP packets", mediaTimeout, func() bool {
-			return a.recv.Load() >= 50 && b.recv.Load() >= 50
-		})
-	})
+	step(t, "call_media_flows", h, func(t *testing.T) { pairCall(t, h, "A", "B", peerOptions{}) })
 
 	// Registrations from four writers, acknowledged or not, while the process is killed.
 	type cred struct{ id, key string }
@@ -145,20 +130,7 @@ func TestKilledDuringCallsAndRegistrations(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatal("service.Client did not reconnect within 30 s of the restart")
 		}
-		c, err := newPeer(h, "C", 'C', false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := newPeer(h, "D", 'D', false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		callID, chID := newID(), newID()
-		joinAndConnect(t, h, c, callID, chID)
-		joinAndConnect(t, h, d, callID, chID)
-		waitFor(t, "C and D to each receive >= 50 RTP packets", mediaTimeout, func() bool {
-			return c.recv.Load() >= 50 && d.recv.Load() >= 50
-		})
+		pairCall(t, h, "C", "D", peerOptions{})
 	})
 }
 

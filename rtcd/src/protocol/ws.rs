@@ -62,14 +62,8 @@ impl ClientMessage {
     /// The wire type string.
     pub fn type_name(&self) -> &str {
         match self {
-            Self::Hello { .. } => "hello",
-            Self::Join(_) => "join",
-            Self::Leave { .. } => "leave",
-            Self::Reconnect { .. } => "reconnect",
-            Self::Rtc(_) => "rtc",
-            Self::Vad(_) => "vad",
-            Self::Close { .. } => "close",
             Self::Unknown(t) => t,
+            known => known.metric_type(),
         }
     }
 
