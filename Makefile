@@ -9,7 +9,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/rtcd-rs/target
 CARGO ?= cargo
 
-.PHONY: help deps build run test fuzz soak test-rust test-operator test-chart test-e2e test-compat test-browser test-loadtest test-smoke smoke bench lint fmt generate check-generated images-test
+.PHONY: help deps build run test fuzz soak test-rust test-operator test-node test-chart test-e2e test-compat test-browser test-loadtest test-smoke smoke bench lint fmt generate check-generated images-test
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,9 +24,9 @@ run: build ## Build and run rtcd on embedded defaults (API :8045, media :8443)
 	$(CARGO_TARGET_DIR)/release/rtcd
 
 test: deps ## Install test dependencies, then run every test
-	$(MAKE) --no-print-directory check-generated test-rust test-operator test-chart test-e2e images-test test-loadtest test-smoke test-compat test-browser
+	$(MAKE) --no-print-directory check-generated test-rust test-operator test-chart test-e2e images-test test-node test-loadtest test-smoke test-compat test-browser
 	@scripts/test-summary.sh $(CARGO_TARGET_DIR)/test-rust.log $(CARGO_TARGET_DIR)/test-operator.log $(CARGO_TARGET_DIR)/test-chart.log $(CARGO_TARGET_DIR)/test-e2e.log \
-		$(CARGO_TARGET_DIR)/images-test.log $(CARGO_TARGET_DIR)/test-loadtest.log $(CARGO_TARGET_DIR)/test-smoke.log \
+		$(CARGO_TARGET_DIR)/images-test.log $(CARGO_TARGET_DIR)/test-node.log $(CARGO_TARGET_DIR)/test-loadtest.log $(CARGO_TARGET_DIR)/test-smoke.log \
 		$(CARGO_TARGET_DIR)/test-compat.log $(CARGO_TARGET_DIR)/test-browser.log
 
 test-rust: deps ## Rust unit, HTTP, config, golden-vector and process tests
@@ -53,6 +53,9 @@ test-e2e: deps ## The cluster-agnostic e2e suite (e2e/cluster) on the local real
 
 images-test: deps ## hadolint both Dockerfiles; their build outside Docker; start each like its image
 	scripts/image-test.sh 2>&1 | tee $(CARGO_TARGET_DIR)/images-test.log
+
+test-node: deps ## The chart on a REAL node (containerd, kubelet, kube-proxy, CoreDNS; images built here; netns)
+	scripts/node-e2e.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-node.log
 
 test-loadtest: deps ## A few-second smoke run of rtcd-loadtest against our rtcd (netns)
 	scripts/loadtest-smoke.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-loadtest.log
@@ -94,10 +97,11 @@ soak: deps ## rtcd under churn for SOAK_MINUTES (default 30): RSS, fds, tasks an
 fuzz: ## libFuzzer + ASan (nightly) on every rtcd::fuzz target, FUZZ_SECONDS each (default 180)
 	scripts/fuzz.sh
 
-lint: deps ## rustfmt --check, clippy -D warnings, cargo deny (licenses, bans, sources)
+lint: deps ## rustfmt --check, clippy -D warnings, cargo deny (licenses, bans, sources), actionlint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	scripts/deny.sh
+	scripts/actionlint.sh
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

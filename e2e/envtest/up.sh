@@ -3,7 +3,9 @@
 #
 #   RUN=$(e2e/envtest/up.sh [RUN_DIR] | tail -n1); . "$RUN/env"; ...; e2e/envtest/down.sh "$RUN"
 #
-# Everything listens on 127.0.0.1 only, on free ports. Writes RUN/admin.kubeconfig, RUN/env
+# Everything listens on 127.0.0.1 only, on free ports. With ENVTEST_ADVERTISE_IP (an address of the
+# caller's own network namespace: e2e/node) the apiserver also listens there and advertises it, so
+# pods reach it through the kubernetes Service (10.0.0.1:443, kube-proxy). Writes RUN/admin.kubeconfig, RUN/env
 # (KUBECONFIG, ENVTEST_KUBECONFIG, PATH with kubectl/helm and the control-plane binaries), RUN/pids, RUN/logs/.
 # Binaries come from build.sh (cache hit: instant), or from $ENVTEST_BIN if set. Exit 3 = SKIP (from build.sh).
 # On failure everything started so far is stopped again.
@@ -69,7 +71,7 @@ PKI=$RUN/pki
   openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
   printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
     "extendedKeyUsage=serverAuth" \
-    "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.0.0.1" \
+    "subjectAltName=IP:127.0.0.1,${ENVTEST_ADVERTISE_IP:+IP:$ENVTEST_ADVERTISE_IP,}DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:10.0.0.1" \
     >apiserver.ext
   openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out apiserver.crt -days 3650 \
     -extfile apiserver.ext 2>/dev/null
@@ -146,16 +148,21 @@ rules:
     userGroups: ["system:serviceaccounts"]
   - level: None
 EOF_POLICY
+API_BIND=(--bind-address=127.0.0.1 --advertise-address=127.0.0.1 --endpoint-reconciler-type=none)
+if [ -n "${ENVTEST_ADVERTISE_IP:-}" ]; then
+  API_BIND=(--bind-address=0.0.0.0 --advertise-address="$ENVTEST_ADVERTISE_IP" --endpoint-reconciler-type=lease
+            --kubelet-preferred-address-types=InternalIP,Hostname)   # logs/exec reach a real kubelet by IP
+fi
 start kube-apiserver "$BIN/kube-apiserver" \
   --audit-policy-file="$RUN/audit-policy.yaml" --audit-log-path="$RUN/audit.log" --audit-log-format=json \
   --audit-log-mode=blocking \
   --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-  --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
+  "${API_BIND[@]}" --secure-port="$API_PORT" \
   --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" --client-ca-file="$PKI/ca.crt" \
   --token-auth-file="$RUN/tokens.csv" --authorization-mode=RBAC \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
   --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
-  --service-cluster-ip-range=10.0.0.0/24 --endpoint-reconciler-type=none --allow-privileged=true \
+  --service-cluster-ip-range=10.0.0.0/24 --allow-privileged=true \
   --disable-admission-plugins=TaintNodesByCondition --cert-dir="$RUN/certs"
 wait_for "kube-apiserver /readyz" kube-apiserver 60 api_get /readyz
 

@@ -23,6 +23,6 @@ go mod edit -go="$GOLINE"
 [ -z "$GODEBUG_DEFAULT" ] || go mod edit -godebug="$GODEBUG_DEFAULT"
 for m in $STAGING; do go mod edit -replace="$m=$m@$SV"; done
 go mod edit -require="k8s.io/kubernetes@v$V"
-for t in kube-apiserver kube-controller-manager kube-scheduler; do go mod edit -tool="k8s.io/kubernetes/cmd/$t"; done
+for t in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do go mod edit -tool="k8s.io/kubernetes/cmd/$t"; done
 go mod tidy
 echo "gen-gomod: k8s.io/kubernetes v$V, go $GOLINE, $(echo "$STAGING" | wc -l) staging replaces at $SV" >&2

@@ -101,7 +101,14 @@ fn cached_service(ctx: &Context, ns: &str, name: &str) -> Option<std::sync::Arc<
 
 /// The API and hosts Services, the media Services in `media` (others of this cluster's are
 /// removed), the PodDisruptionBudget and the ServiceMonitor.
-pub(super) async fn reconcile(cr: &RtcdCluster, ctx: &Context, ns: &str, media: &[Service]) -> Result<()> {
+/// `instances`: the nodes that run (or keep) an rtcd pod, for the budget.
+pub(super) async fn reconcile(
+    cr: &RtcdCluster,
+    ctx: &Context,
+    ns: &str,
+    media: &[Service],
+    instances: usize,
+) -> Result<()> {
     let svcs: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
     for want in [services::api_service(cr), services::hosts_service(cr)]
         .iter()
@@ -123,7 +130,7 @@ pub(super) async fn reconcile(cr: &RtcdCluster, ctx: &Context, ns: &str, media: 
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), ns);
     if cr.spec.pod_disruption_budget.enabled {
         let have = pdbs.get_opt(&cluster).await?;
-        apply_if_changed(&pdbs, have.as_ref(), &resources::pdb(cr)).await?;
+        apply_if_changed(&pdbs, have.as_ref(), &resources::pdb(cr, instances)).await?;
     } else {
         delete_owned(&pdbs, cr, &cluster).await?;
     }

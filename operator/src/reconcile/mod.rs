@@ -192,7 +192,7 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
     }
 
     // 5. Cluster-wide children, applied only when changed.
-    children::reconcile(cr, ctx, &ns, &d.media).await?;
+    children::reconcile(cr, ctx, &ns, &d.media, d.pods.len() + d.keep.len()).await?;
 
     // 6. rtcd's health: cached; a pod about to leave is judged on a fresh answer (a cached "no
     //    sessions" could delete it under a call that started since).

@@ -192,12 +192,21 @@ pub fn client_secret(cr: &RtcdCluster, client: &ClientSecret, auth_key: &str) ->
     }
 }
 
-/// PodDisruptionBudget over the rtcd pods.
-pub fn pdb(cr: &RtcdCluster) -> PodDisruptionBudget {
+/// PodDisruptionBudget over the rtcd pods of `instances` nodes.
+///
+/// It says `minAvailable: instances - maxUnavailable`, not `maxUnavailable`: for `maxUnavailable`
+/// the disruption controller needs the pods' controller to have a scale subresource, and an
+/// RtcdCluster has none (its size is the set of eligible nodes). With `maxUnavailable` the
+/// budget fails to sync ("does not implement the scale subresource"), allows no disruption, and
+/// every eviction — `kubectl drain` — is refused forever. An integer `minAvailable` is counted
+/// against the pods found, so the operator rewrites it when the number of instances changes.
+pub fn pdb(cr: &RtcdCluster, instances: usize) -> PodDisruptionBudget {
+    let max_unavailable = usize::try_from(cr.spec.pod_disruption_budget.max_unavailable.max(0)).unwrap_or(0);
+    let min_available = i32::try_from(instances.saturating_sub(max_unavailable)).unwrap_or(i32::MAX);
     PodDisruptionBudget {
         metadata: meta(cr, cr.name_any()),
         spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(cr.spec.pod_disruption_budget.max_unavailable)),
+            min_available: Some(IntOrString::Int(min_available)),
             selector: Some(LabelSelector {
                 match_labels: Some(selector(cr)),
                 ..LabelSelector::default()
@@ -239,6 +248,18 @@ mod tests {
         let v = node_label_value(&long);
         assert!(v.starts_with("h-") && v.len() <= 63, "{v}");
         assert_ne!(node_label_value("-bad"), "-bad");
+    }
+
+    #[test]
+    fn the_budget_counts_instances_instead_of_asking_for_a_scale() {
+        let mut cr = super::nodes::tests::cr();
+        let min = |cr: &RtcdCluster, n| pdb(cr, n).spec.and_then(|s| s.min_available);
+        assert_eq!(min(&cr, 3), Some(IntOrString::Int(2)));
+        assert_eq!(min(&cr, 1), Some(IntOrString::Int(0)));
+        assert_eq!(min(&cr, 0), Some(IntOrString::Int(0)));
+        cr.spec.pod_disruption_budget.max_unavailable = 2;
+        assert_eq!(min(&cr, 5), Some(IntOrString::Int(3)));
+        assert_eq!(pdb(&cr, 5).spec.and_then(|s| s.max_unavailable), None);
     }
 
     #[test]
