@@ -7,6 +7,10 @@
 #   - the sysctl init container runs (privileged, as root) and reports what it could set;
 #   - rtcd runs as uid 65532 with hostNetwork on the node's address, its probes run by the kubelet;
 #   - `helm test` passes through the API Service's DNS name and ClusterIP (CoreDNS, kube-proxy);
+#   - rtcd's Go service.Client and pion peers hold a call through the pod; a spec change during a
+#     live call: preStop `rtcd --wait-idle` holds the old pod, its endpoint leaves the ready set at
+#     once, media goes on until the call leaves, then the new pod becomes Ready;
+#   - kill -9 of rtcd: the kubelet restarts it, the RtcdCluster status shows it, the client reconnects;
 #   - the images match their Dockerfiles (entrypoint, user, workdir, ports, env);
 #   - `helm uninstall` runs the cleanup hook (kubectl image) and the node is left clean.
 # Prints PASS/FAIL lines. Exit 3 = SKIP (no Go/module proxy).
@@ -34,6 +38,9 @@ if [ "${NODE_E2E_INNER:-}" != 1 ]; then
   [ $rc = 0 ] || exit $rc
   IMAGES=$HOME/.cache/rtcd-rs/node-images
   "$ROOT/scripts/build-images.sh" "$IMAGES"
+  rc=0; COMPAT_TEST_BIN=$("$ROOT/e2e/compat/build-test.sh" | tail -n1) || rc=$?
+  [ $rc = 0 ] || exit $rc
+  export COMPAT_TEST_BIN
   WORK=$(mktemp -d /tmp/rtcd-node-e2e.XXXXXX)
   set +e
   NODE_E2E_INNER=1 WORK="$WORK" ENVTEST_BIN="$ENVTEST_BIN" NODE_BIN="$NODE_BIN" IMAGES="$IMAGES" \
@@ -191,6 +198,107 @@ if out=$(helm test mattermost-rtcd -n mattermost --logs --timeout 120s 2>&1) \
   pass "helm test through http://mattermost-rtcd.mattermost.svc:8045 (ClusterIP $SVC_IP, kube-proxy, CoreDNS)"
 else
   echo "$out"; fail "helm test"
+fi
+
+# --- a call through the pod: rtcd's Go service.Client (the plugin's) and pion peers ------------------------
+secret() { kubectl -n mattermost get secret "$1" -o jsonpath="{.data.$2}" | base64 -d; }
+CID=$(secret mattermost-rtcd-plugin-client clientID)
+AKEY=$(secret mattermost-rtcd-plugin-client authKey)
+ADMIN=$(secret mattermost-rtcd-credentials adminSecretKey)
+# Go's own "--- PASS" lines stay out of this log (the summary counts them); shown on failure.
+compat() { env RTCD_URL="http://$NODE_IP:8045" COMPAT_LABEL=rtcd-rs-node "$@"; }
+go_passed() { grep -q -- "--- PASS: $2" "$1" && ! grep -q -- '--- FAIL' "$1"; }
+show() { sed 's/^\(\s*\)--- \(PASS\|FAIL\)/\1-- \2/' "$1" | tail -n "${2:-40}"; }
+compat COMPAT_CLIENT_ID="$CID" COMPAT_AUTH_KEY="$AKEY" timeout 240 "$COMPAT_TEST_BIN" -test.run '^TestConfiguredClient$' -test.v \
+  >"$WORK/call.log" 2>&1 || true
+if go_passed "$WORK/call.log" TestConfiguredClient; then
+  pass "service.Client with the chart's plugin client: two pion peers join and exchange audio through the pod (ICE to rtcd.example.com = $NODE_IP)"
+else
+  show "$WORK/call.log"; fail "call through the pod"
+fi
+
+# --- a spec change while a call is live: preStop holds the old pod, its endpoint leaves at once -------------
+pod_field() { jp -n mattermost get pod "$1" -o jsonpath="$2"; }
+OLD=$(rtcd_pod); OLD_UID=$(pod_field "$OLD" '{.metadata.uid}')
+prestop=$(pod_field "$OLD" '{.spec.containers[0].lifecycle.preStop.exec.command}')
+HOLD=$WORK/hold-call
+compat RTCD_ADMIN_KEY="$ADMIN" COMPAT_HOLD_FILE="$HOLD" COMPAT_HOLD_SECONDS=300 timeout 400 "$COMPAT_TEST_BIN" \
+  -test.run '^TestHeldCall$' -test.v >"$WORK/held.log" 2>&1 &
+HELD=$!
+if wait_until 120 grep -q "holding the call" "$WORK/held.log"; then
+  t_roll=$(date +%s)
+  (cd "$ROOT" && helm upgrade mattermost-rtcd ./charts/mattermost-rtcd -n mattermost --reuse-values \
+     --set rtcdCluster.spec.config.logLevel=debug >/dev/null)
+  terminating() { [ -n "$(pod_field "$OLD" '{.metadata.deletionTimestamp}')" ]; }
+  not_ready() { [ "$(jp -n mattermost get endpointslices -l kubernetes.io/service-name=mattermost-rtcd \
+                    -o jsonpath='{.items[*].endpoints[*].conditions.ready}')" != true ]; }
+  if wait_until 90 terminating; then
+    t_term=$(date +%s)
+    if wait_until 10 not_ready; then
+      pass "the roll deletes $OLD $(( t_term - t_roll ))s after the spec change; its endpoint left the API Service's ready set within $(( $(date +%s) - t_term ))s"
+    else
+      fail "$OLD terminating but still a ready endpoint of the API Service"
+    fi
+    sleep 15
+    sessions=$(curl -s --max-time 3 "http://$NODE_IP:8045/api/v1/health" || true)
+    if [ "$(pod_field "$OLD" '{.metadata.uid}')" = "$OLD_UID" ] && kill -0 "$HELD" 2>/dev/null; then
+      pass "preStop ($prestop) holds $OLD while its call lives: still there 15s after deletion; health $sessions"
+    else
+      show "$WORK/held.log"; fail "$OLD went away under a live call"
+    fi
+  else
+    fail "the spec change did not roll $OLD within 90s"
+  fi
+else
+  show "$WORK/held.log"; fail "the held call did not start"
+fi
+touch "$HOLD"
+wait "$HELD" || true
+if go_passed "$WORK/held.log" TestHeldCall; then
+  pass "the call kept its media through the roll until it left"
+else
+  show "$WORK/held.log"; fail "the held call lost media during the roll"
+fi
+new_ready() {
+  local p; p=$(rtcd_pod)
+  [ -n "$p" ] && [ "$(pod_field "$p" '{.metadata.uid}')" != "$OLD_UID" ] && rtcd_ready
+}
+if wait_until 180 new_ready; then
+  pass "then the new pod $(rtcd_pod) started and became Ready ($(( $(date +%s) - ${t_roll:-0} ))s after the spec change)"
+else
+  jp -n mattermost get pods -o wide; fail "no new Ready pod after the roll"
+fi
+
+# --- kill -9 of rtcd: the kubelet restarts it, status shows it, the plugin's client reconnects ---------------
+POD=$(rtcd_pod)
+RFILE=$WORK/restarted
+compat COMPAT_CLIENT_ID="$CID" COMPAT_AUTH_KEY="$AKEY" COMPAT_RESTART_FILE="$RFILE" timeout 400 "$COMPAT_TEST_BIN" \
+  -test.run '^TestReconnectsAfterRestart$' -test.v >"$WORK/restart.log" 2>&1 &
+RT=$!
+if wait_until 120 test -e "$RFILE.ready"; then
+  RPID=$(crictl inspect -o json "$(crictl ps -q --name '^rtcd$' | head -n1)" | python3 -c 'import json,sys; print(json.load(sys.stdin)["info"]["pid"])')
+  kill -KILL "$RPID"
+  restarted() { [ "$(pod_field "$POD" '{.status.containerStatuses[0].restartCount}')" -ge 1 ] 2>/dev/null && rtcd_ready; }
+  if wait_until 120 restarted; then
+    pass "kill -9 of rtcd (pid $RPID): the kubelet restarted the container and it is Ready again"
+  else
+    jp -n mattermost get pods -o wide; fail "rtcd not restarted by the kubelet"
+  fi
+  status_restart() { [ "$(jp -n mattermost get rtcdcluster mattermost-rtcd -o jsonpath='{.status.nodes[0].restarts}')" = 1 ]; }
+  if wait_until 60 status_restart; then
+    pass "RtcdCluster status: restarts 1, lastRestart '$(jp -n mattermost get rtcdcluster mattermost-rtcd -o jsonpath='{.status.nodes[0].lastRestart}')'; event: $(jp -n mattermost get events --field-selector reason=InstanceRestarted -o jsonpath='{.items[0].message}')"
+  else
+    jp -n mattermost get rtcdcluster mattermost-rtcd -o yaml | tail -n 30; fail "the operator's status does not show the restart"
+  fi
+else
+  show "$WORK/restart.log"; fail "the restart test did not get its call up"
+fi
+touch "$RFILE"
+wait "$RT" || true
+if go_passed "$WORK/restart.log" TestReconnectsAfterRestart; then
+  pass "the plugin's service.Client reconnected by itself and a new call has media"
+else
+  show "$WORK/restart.log"; fail "service.Client after the restart"
 fi
 
 # Debugging: NODE_E2E_HOLD=<file> keeps the node up (nsenter -t <pid in NODE_RUN/pids> -m -n) until <file> is removed.

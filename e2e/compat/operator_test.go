@@ -101,3 +101,40 @@ func twoPartyCall(t *testing.T, h *harness) []*peer {
 	checkMedia(t, peers)
 	return peers
 }
+
+// TestReconnectsAfterRestart plays the Calls plugin across an rtcd restart that someone else
+// causes (scripts/node-e2e.sh: kill -9 of rtcd inside its pod, restarted by the kubelet). With
+// the configured client (COMPAT_CLIENT_ID, COMPAT_AUTH_KEY) connected and a call carrying media,
+// it writes COMPAT_RESTART_FILE.ready and waits for COMPAT_RESTART_FILE (written once the
+// container has been restarted); then its service.Client must reconnect by itself (a new hello)
+// and a new call must carry media.
+func TestReconnectsAfterRestart(t *testing.T) {
+	env := getEnv(t)
+	file := os.Getenv("COMPAT_RESTART_FILE")
+	clientID, authKey := os.Getenv("COMPAT_CLIENT_ID"), os.Getenv("COMPAT_AUTH_KEY")
+	if file == "" || clientID == "" || authKey == "" {
+		t.Skip("COMPAT_RESTART_FILE / COMPAT_CLIENT_ID / COMPAT_AUTH_KEY are not set; scripts/node-e2e.sh runs this test")
+	}
+	c, err := service.NewClient(service.ClientConfig{ClientID: clientID, AuthKey: authKey, URL: env.url})
+	if err != nil {
+		t.Fatalf("service.NewClient: %v", err)
+	}
+	h := connectHarness(t, env, c, clientID, authKey)
+	h.waitHello(t)
+	pairCall(t, h, "A", "B", peerOptions{})
+	if err := os.WriteFile(file+".ready", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("call up; waiting for %s (the restart)", file)
+	waitFor(t, "the restart ("+file+")", 240*time.Second, func() bool {
+		_, err := os.Stat(file)
+		return err == nil
+	})
+	select {
+	case hello := <-h.helloCh:
+		t.Logf("service.Client reconnected after the restart: hello %v", hello)
+	case <-time.After(60 * time.Second):
+		t.Fatal("service.Client did not reconnect within 60 s of the restart")
+	}
+	pairCall(t, h, "C", "D", peerOptions{})
+}

@@ -699,4 +699,10 @@ pub struct NodeStatus {
     /// Why the node is not ready, if it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Times the kubelet restarted this pod's rtcd container (absent while 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<i32>,
+    /// How rtcd's previous run ended, e.g. `exit 137 (Error) at 2026-12-07T16:40:02Z`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restart: Option<String>,
 }

@@ -66,6 +66,8 @@ pub(super) async fn nodes(
             cpu_load: None,
             sessions: None,
             message: None,
+            restarts: None,
+            last_restart: None,
         };
         let Some(p) = p else {
             entry.state = match d.addresses.get(node) {
@@ -102,6 +104,27 @@ pub(super) async fn nodes(
             )
             .await;
             entry.message = Some(reason);
+        }
+        if let Some((restarts, last)) = restarts(p) {
+            let before = cr
+                .status
+                .as_ref()
+                .and_then(|s| s.nodes.iter().find(|n| &n.node == node))
+                .filter(|n| n.pod == entry.pod)
+                .and_then(|n| n.restarts)
+                .unwrap_or(0);
+            if restarts > before {
+                ctx.event(
+                    cr,
+                    EventType::Warning,
+                    "InstanceRestarted",
+                    "ObservePod",
+                    &format!("node {node}: rtcd restarted ({restarts} in all); its last run: {last}"),
+                )
+                .await;
+            }
+            entry.restarts = Some(restarts);
+            entry.last_restart = Some(last);
         }
         if let Some(why) = d.triage.held.get(node) {
             entry.message = Some(why.clone());
@@ -257,9 +280,61 @@ async fn patch_status(cr: &RtcdCluster, ctx: &Context, status: &RtcdClusterStatu
     Ok(())
 }
 
+/// The rtcd container's restart count, when the kubelet restarted it, and how its previous run
+/// ended.
+fn restarts(p: &Pod) -> Option<(i32, String)> {
+    let cs = p
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == "rtcd")?;
+    if cs.restart_count == 0 {
+        return None;
+    }
+    let last = cs
+        .last_state
+        .as_ref()
+        .and_then(|l| l.terminated.as_ref())
+        .map(|t| {
+            let mut s = format!("exit {}", t.exit_code);
+            if let Some(sig) = t.signal.filter(|s| *s != 0) {
+                s.push_str(&format!(" (signal {sig})"));
+            }
+            if let Some(r) = &t.reason {
+                s.push_str(&format!(" ({r})"));
+            }
+            if let Some(at) = &t.finished_at {
+                s.push_str(&format!(" at {}", at.0));
+            }
+            s
+        })
+        .unwrap_or_else(|| "unknown".into());
+    Some((cs.restart_count, last))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restarted_rtcd_is_described_from_its_container_status() {
+        let pod: Pod = serde_json::from_value(json!({"status": {"containerStatuses": [
+            {"name": "sidecar", "restartCount": 7, "ready": true, "image": "x", "imageID": "x"},
+            {"name": "rtcd", "restartCount": 1, "ready": true, "image": "x", "imageID": "x",
+             "lastState": {"terminated": {"exitCode": 137, "reason": "Error",
+                                          "finishedAt": "2026-12-07T16:40:02Z"}}}]}}))
+        .expect("pod");
+        assert_eq!(
+            restarts(&pod),
+            Some((1, "exit 137 (Error) at 2026-12-07T16:40:02Z".into()))
+        );
+        let fresh: Pod = serde_json::from_value(json!({"status": {"containerStatuses": [
+            {"name": "rtcd", "restartCount": 0, "ready": true, "image": "x", "imageID": "x"}]}}))
+        .expect("pod");
+        assert_eq!(restarts(&fresh), None);
+    }
 
     #[test]
     fn load_figures_alone_are_not_a_meaningful_change_but_idle_to_busy_is() {
@@ -272,6 +347,8 @@ mod tests {
             cpu_load: cpu,
             sessions,
             message: None,
+            restarts: None,
+            last_restart: None,
         };
         let status = |e: NodeStatus| RtcdClusterStatus {
             nodes: vec![e],
