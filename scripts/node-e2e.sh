@@ -41,7 +41,8 @@ if [ "${NODE_E2E_INNER:-}" != 1 ]; then
   rc=0; COMPAT_TEST_BIN=$("$ROOT/e2e/compat/build-test.sh" | tail -n1) || rc=$?
   [ $rc = 0 ] || exit $rc
   export COMPAT_TEST_BIN
-  WORK=$(mktemp -d /tmp/rtcd-node-e2e.XXXXXX)
+  mkdir -p "$HOME/.cache/rtcd-rs/node-runs"
+  WORK=$(mktemp -d "$HOME/.cache/rtcd-rs/node-runs/run.XXXXXX")
   set +e
   NODE_E2E_INNER=1 WORK="$WORK" ENVTEST_BIN="$ENVTEST_BIN" NODE_BIN="$NODE_BIN" IMAGES="$IMAGES" \
     unshare -m -n --propagation private "$0"

@@ -15,3 +15,14 @@ for target in "$cache/target" "$cache/target-dev"; do
 		rm -rf "$target/debug"
 	fi
 done
+# Real-node runs a killed CI left behind (scripts/node-e2e.sh removes its own): their processes,
+# cgroups and files, through the node's own clean-up.
+if [[ -d "$cache/node-runs" ]]; then
+	for run in "$cache"/node-runs/run.*; do
+		[[ -d "$run" ]] || continue
+		[[ -n "$(find "$run" -maxdepth 0 -mmin +180)" ]] || continue
+		echo "prune-cache: removing the stale real-node run $run"
+		"$(dirname "$0")/../e2e/node/down.sh" "$run/node" || true
+		rm -rf "$run"
+	done
+fi

@@ -332,6 +332,17 @@ func (h *harness) waitHello(t *testing.T) map[string]string {
 }
 
 // waitClose waits for a close message naming sessionID.
+// waitReconnected waits for the hello of the service.Client's reconnection after a restart.
+func (h *harness) waitReconnected(t *testing.T, within time.Duration) {
+	t.Helper()
+	select {
+	case hello := <-h.helloCh:
+		t.Logf("service.Client reconnected after the restart: hello %v", hello)
+	case <-time.After(within):
+		t.Fatalf("service.Client did not reconnect within %s of the restart", within)
+	}
+}
+
 func (h *harness) waitClose(t *testing.T, sessionID string, timeout time.Duration) map[string]string {
 	t.Helper()
 	deadline := time.After(timeout)

@@ -130,11 +130,6 @@ func TestReconnectsAfterRestart(t *testing.T) {
 		_, err := os.Stat(file)
 		return err == nil
 	})
-	select {
-	case hello := <-h.helloCh:
-		t.Logf("service.Client reconnected after the restart: hello %v", hello)
-	case <-time.After(60 * time.Second):
-		t.Fatal("service.Client did not reconnect within 60 s of the restart")
-	}
+	h.waitReconnected(t, 60*time.Second)
 	pairCall(t, h, "C", "D", peerOptions{})
 }

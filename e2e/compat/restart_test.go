@@ -124,12 +124,7 @@ func TestKilledDuringCallsAndRegistrations(t *testing.T) {
 	})
 
 	step(t, "the_plugin_client_reconnects_and_a_new_call_has_media", h, func(t *testing.T) {
-		select {
-		case hello := <-h.helloCh:
-			t.Logf("KILL9 service.Client reconnected: hello %v", hello)
-		case <-time.After(30 * time.Second):
-			t.Fatal("service.Client did not reconnect within 30 s of the restart")
-		}
+		h.waitReconnected(t, 30*time.Second)
 		pairCall(t, h, "C", "D", peerOptions{})
 	})
 }
