@@ -458,3 +458,26 @@ fn spoofed_checks_can_move_a_sessions_remote_address_only_at_a_bounded_rate() {
         taken + later
     );
 }
+
+/// Rescheduling a session leaves its superseded deadline in the timer heap until that time
+/// comes; the heap is compacted past twice the sessions, so it stays proportional to them
+/// (`rtcd_engine_table_entries{table="timers"}`) however often sessions reschedule.
+#[test]
+fn the_timer_heap_stays_proportional_to_the_sessions() {
+    let mut sim = Sim::new(Faults::default());
+    let members = join_all(&mut sim, "call-t", 6, Duration::from_millis(50));
+    let mut peak = 0;
+    for _ in 0..60 {
+        sim.run_for(Duration::from_millis(250)).unwrap();
+        let sizes = sim.sfu.table_sizes();
+        let get = |k: &str| sizes.iter().find(|(n, _)| *n == k).map(|(_, v)| *v).unwrap();
+        let (timers, sessions) = (get("timers"), get("sessions"));
+        assert!(
+            timers <= 2 * sessions + 17,
+            "{timers} timer entries for {sessions} sessions"
+        );
+        peak = peak.max(timers);
+    }
+    heard_each_other(&sim, &members, &[], 100);
+    eprintln!("timer heap peak: {peak} entries for 6 sessions");
+}

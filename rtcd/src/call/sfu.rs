@@ -520,6 +520,14 @@ impl Sfu {
             s.timer_gen = generation;
             self.timers.push(Reverse((s.deadline(), generation, sid.clone())));
         }
+        // Rescheduling leaves the superseded entry in the heap until its time comes; under load
+        // those pile up with the reschedule rate. Past twice the sessions, drop them at once, so
+        // the heap stays proportional to the sessions whatever the timing.
+        if self.timers.len() > 2 * self.sessions.len() + 16 {
+            let sessions = &self.sessions;
+            self.timers
+                .retain(|Reverse((_, g, id))| sessions.get(id).is_some_and(|s| s.timer_gen == *g));
+        }
     }
 
     /// Polls every dirty session until it has nothing more to say, handling its events.
