@@ -254,7 +254,11 @@ pub async fn run(o: &Options) -> Result<Report> {
             bind: o.bind,
             tcp,
         };
-        tokio::task::spawn_local(peer::run(spec, ctx.clone(), stop, send_rx.clone()))
+        let sid = spec.session_id.clone();
+        (
+            sid,
+            tokio::task::spawn_local(peer::run(spec, ctx.clone(), stop, send_rx.clone())),
+        )
     };
 
     // Join ramp, call by call as people arrive.
@@ -339,8 +343,17 @@ pub async fn run(o: &Options) -> Result<Report> {
         let _ = tx.send(true);
     }
     let leave_deadline = Instant::now() + Duration::from_secs(5);
-    for t in tasks {
-        let _ = tokio::time::timeout_at(leave_deadline.into(), t).await;
+    for (sid, mut t) in tasks {
+        if tokio::time::timeout_at(leave_deadline.into(), &mut t)
+            .await
+            .is_err()
+        {
+            // A participant that did not end in time (a starved machine): its leave is sent
+            // here, so the server is not left with its session until ICE times it out.
+            t.abort();
+            tracing::warn!(session = %sid, "participant did not leave within 5 s: leaving for it");
+            ctx.send(ClientMessage::Leave { session_id: sid });
+        }
     }
     let _ = close_tx.send(true);
     if tokio::time::timeout(Duration::from_secs(2), pump).await.is_err() {
