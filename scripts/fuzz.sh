@@ -24,8 +24,8 @@ work="$HOME/.cache/rtcd-rs/fuzz-corpus"
 report="$CARGO_TARGET_DIR/fuzz-report.md"
 mkdir -p "$CARGO_TARGET_DIR"
 {
-	echo "| target | seconds | executions | exec/s | coverage (edges) | features | corpus | crashes |"
-	echo "|---|---|---|---|---|---|---|---|"
+	echo "| target | seconds | executions | exec/s | coverage (edges) | features | corpus | crashes | slow units |"
+	echo "|---|---|---|---|---|---|---|---|---|"
 } > "$report"
 cd fuzz
 failed=0
@@ -43,8 +43,10 @@ for t in $targets; do
 	cov=$(grep -oE '(DONE|#[0-9]+).*cov: [0-9]+' "$log" | grep -oE 'cov: [0-9]+' | tail -1 | grep -oE '[0-9]+')
 	ft=$(grep -oE 'ft: [0-9]+' "$log" | tail -1 | grep -oE '[0-9]+')
 	corp=$(find "$work/$t" -type f | wc -l)
-	crashes=$(find "artifacts/$t" -type f 2>/dev/null | wc -l)
-	echo "| $t | $seconds | ${execs:-?} | ${rate:-?} | ${cov:-?} | ${ft:-?} | $corp | $crashes |" >> "$report"
+	# crash-, leak-, oom- and timeout- inputs are failures; slow-unit- ones (over 10 s) are not.
+	crashes=$(find "artifacts/$t" -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'oom-*' -o -name 'timeout-*' \) 2>/dev/null | wc -l)
+	slow=$(find "artifacts/$t" -type f -name 'slow-unit-*' 2>/dev/null | wc -l)
+	echo "| $t | $seconds | ${execs:-?} | ${rate:-?} | ${cov:-?} | ${ft:-?} | $corp | $crashes | $slow |" >> "$report"
 	if [[ $status -ne 0 ]]; then
 		echo "fuzz: $t FAILED (exit $status); see $log and fuzz/artifacts/$t/" >&2
 		tail -n 40 "$log" >&2
