@@ -81,7 +81,6 @@ RUN=$(ENVTEST_ADVERTISE_IP=$NODE_IP "$ROOT/e2e/envtest/up.sh" "$WORK/envtest" | 
 "$ROOT/e2e/node/up.sh" "$WORK/node" "$NODE_NAME" "$NODE_IP" "$IMAGES" >/dev/null
 # shellcheck disable=SC1091
 . "$IMAGES/images.env"
-SOCK=$WORK/node/containerd/containerd.sock
 crictl() { "$NODE_BIN/crictl" --config "$WORK/node/crictl.yaml" "$@"; }
 
 wait_until() { # secs cmd... (bounded poll)

@@ -42,7 +42,7 @@ wait_for_version 18045 "$server" || { cat "$out/server.log"; exit 1; }
 lt=$!
 
 python3 - "$server" "$lt" "$sample" "$out" <<'PYEOF'
-import csv, os, re, sys, time, urllib.request
+import csv, os, re, statistics, sys, time, urllib.request
 server, lt, every, out = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 def alive(pid):
     try:
@@ -91,14 +91,11 @@ n = len(rows)
 lines = [f"soak: {n} samples over {rows[-1]['t'] if rows else 0:.0f} s"]
 if n >= 6:
     mid, last = rows[n // 3: 2 * n // 3], rows[2 * n // 3:]
-    def median(xs):
-        xs = sorted(xs)
-        return xs[len(xs) // 2] if xs else 0
     for k in ["rss_kib", "fds", "threads", "tokio_tasks"] + [k for k in keys if k not in ("t", "rss_kib", "fds", "threads", "tokio_tasks")]:
         a = max((r.get(k, 0) for r in mid), default=0)
         b = max((r.get(k, 0) for r in last), default=0)
-        ma = median([r.get(k, 0) for r in mid])
-        mb = median([r.get(k, 0) for r in last])
+        ma = statistics.median_high([r.get(k, 0) for r in mid])
+        mb = statistics.median_high([r.get(k, 0) for r in last])
         slack = 2048 if k == "rss_kib" else 4
         # Growth is a level that keeps rising: both the peak and the median of the last third
         # above the middle third's. A lone peak (timers of a burst of retransmissions) is churn.

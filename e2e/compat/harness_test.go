@@ -331,7 +331,6 @@ func (h *harness) waitHello(t *testing.T) map[string]string {
 	return nil
 }
 
-// waitClose waits for a close message naming sessionID.
 // waitReconnected waits for the hello of the service.Client's reconnection after a restart.
 func (h *harness) waitReconnected(t *testing.T, within time.Duration) {
 	t.Helper()
@@ -343,6 +342,7 @@ func (h *harness) waitReconnected(t *testing.T, within time.Duration) {
 	}
 }
 
+// waitClose waits for a close message naming sessionID.
 func (h *harness) waitClose(t *testing.T, sessionID string, timeout time.Duration) map[string]string {
 	t.Helper()
 	deadline := time.After(timeout)

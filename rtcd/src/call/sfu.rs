@@ -108,6 +108,12 @@ pub struct Sfu {
     peers_scratch: Vec<SessionId>,
 }
 
+/// A timer entry still counts: its session lives and has not been rescheduled since (entries
+/// superseded by a reschedule are skipped when due, and dropped by compaction).
+fn timer_is_current(sessions: &HashMap<SessionId, Session>, generation: u64, sid: &SessionId) -> bool {
+    sessions.get(sid).is_some_and(|s| s.timer_gen == generation)
+}
+
 fn group_label(g: &GroupId) -> Labels {
     vec![("groupID", g.to_string())]
 }
@@ -171,12 +177,10 @@ impl Sfu {
     /// When [`Self::handle_timeout`] must next be called.
     pub fn next_deadline(&mut self) -> Option<Instant> {
         while let Some(Reverse((at, generation, sid))) = self.timers.peek() {
-            match self.sessions.get(sid) {
-                Some(s) if s.timer_gen == *generation => return Some(*at),
-                _ => {
-                    self.timers.pop();
-                }
+            if timer_is_current(&self.sessions, *generation, sid) {
+                return Some(*at);
             }
+            self.timers.pop();
         }
         None
     }
@@ -461,9 +465,8 @@ impl Sfu {
                 break;
             }
             self.timers.pop();
-            match self.sessions.get(&sid) {
-                Some(s) if s.timer_gen == generation => {}
-                _ => continue,
+            if !timer_is_current(&self.sessions, generation, &sid) {
+                continue;
             }
             self.contained(now, &sid, |sfu| sfu.session_timeout(now, &sid));
         }
@@ -526,7 +529,7 @@ impl Sfu {
         if self.timers.len() > 2 * self.sessions.len() + 16 {
             let sessions = &self.sessions;
             self.timers
-                .retain(|Reverse((_, g, id))| sessions.get(id).is_some_and(|s| s.timer_gen == *g));
+                .retain(|Reverse((_, g, id))| timer_is_current(sessions, *g, id));
         }
     }
 
