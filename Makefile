@@ -9,7 +9,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/rtcd-rs/target
 CARGO ?= cargo
 
-.PHONY: help deps build run test fuzz soak test-rust test-operator test-node test-chart test-e2e test-compat test-browser test-loadtest test-smoke smoke bench lint fmt generate check-generated images-test
+.PHONY: help deps build run test fuzz soak test-rust test-operator test-node test-chart test-e2e test-compat test-browser test-loadtest test-placement test-observability test-canary test-testpage test-smoke smoke bench lint fmt generate check-generated images-test
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-10s %s\n", $$1, $$2}'
@@ -24,9 +24,10 @@ run: build ## Build and run rtcd on embedded defaults (API :8045, media :8443)
 	$(CARGO_TARGET_DIR)/release/rtcd
 
 test: deps ## Install test dependencies, then run every test
-	$(MAKE) --no-print-directory check-generated test-rust test-operator test-chart test-e2e images-test test-node test-loadtest test-smoke test-compat test-browser
+	$(MAKE) --no-print-directory check-generated test-rust test-operator test-chart test-e2e images-test test-node test-loadtest test-placement test-observability test-canary test-testpage test-smoke test-compat test-browser
 	@scripts/test-summary.sh $(CARGO_TARGET_DIR)/test-rust.log $(CARGO_TARGET_DIR)/test-operator.log $(CARGO_TARGET_DIR)/test-chart.log $(CARGO_TARGET_DIR)/test-e2e.log \
-		$(CARGO_TARGET_DIR)/images-test.log $(CARGO_TARGET_DIR)/test-node.log $(CARGO_TARGET_DIR)/test-loadtest.log $(CARGO_TARGET_DIR)/test-smoke.log \
+		$(CARGO_TARGET_DIR)/images-test.log $(CARGO_TARGET_DIR)/test-node.log $(CARGO_TARGET_DIR)/test-loadtest.log $(CARGO_TARGET_DIR)/test-placement.log $(CARGO_TARGET_DIR)/test-observability.log $(CARGO_TARGET_DIR)/test-canary.log $(CARGO_TARGET_DIR)/test-testpage.log \
+		$(CARGO_TARGET_DIR)/test-smoke.log \
 		$(CARGO_TARGET_DIR)/test-compat.log $(CARGO_TARGET_DIR)/test-browser.log
 
 test-rust: deps ## Rust unit, HTTP, config, golden-vector and process tests
@@ -59,6 +60,18 @@ test-node: deps ## The chart on a REAL node (containerd, kubelet, kube-proxy, Co
 
 test-loadtest: deps ## A few-second smoke run of rtcd-loadtest against our rtcd (netns)
 	scripts/loadtest-smoke.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-loadtest.log
+
+test-placement: deps ## Calls placed like the Calls plugin over 3 instances behind one DNS name: spread, capacity, refusals (netns)
+	scripts/placement-e2e.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-placement.log
+
+test-observability: deps ## The dashboard and alerts: promtool, a real Prometheus scraping rtcd during a call, the chart's renderings (netns)
+	scripts/observability-test.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-observability.log
+
+test-canary: deps ## The connectivity canary (rtcd-loadtest probe) on a working and a UDP-blocked instance (netns, nftables)
+	scripts/canary-e2e.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-canary.log
+
+test-testpage: deps ## The end-user connectivity page /test in headless Chromium, working and UDP-blocked (netns, nftables)
+	scripts/testpage-e2e.sh 2>&1 | tee $(CARGO_TARGET_DIR)/test-testpage.log
 
 # make bench [BENCH_ARGS="--workloads w2,w4 --runs 3 --window 10"] [FLAMEGRAPH=w2]
 # (bench/bench.py --scaling gives the server every core; cargo bench -p rtcd --bench engine_throughput)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates what is derived from crds/ and the chart, deterministically:
 #   charts/mattermost-rtcd/crds/rtcdclusters.yaml   byte copy of crds/rtcdclusters.yaml
+#   charts/mattermost-rtcd/dashboards/rtcd.json     scripts/gen-dashboard.py (the Grafana dashboard)
 #   charts/mattermost-rtcd/values.schema.json       charts/values.schema.base.json + the CRD's spec
 #                                                   schema (closed objects) as rtcdCluster.spec
 #   manifests/operator.yaml                         the operator for kubectl users (helm template)
@@ -39,6 +40,9 @@ OUT=$TMP/out
 CHART=$OUT/charts/mattermost-rtcd
 mkdir -p "$OUT/charts/tests/golden" "$OUT/manifests/examples"
 cp -R "$ROOT/charts/mattermost-rtcd" "$CHART"
+
+# 0. The Grafana dashboard.
+python3 "$ROOT/scripts/gen-dashboard.py" "$CHART/dashboards/rtcd.json"
 
 # 1. The CRD, byte for byte.
 cp "$ROOT/crds/rtcdclusters.yaml" "$CHART/crds/rtcdclusters.yaml"
@@ -145,7 +149,7 @@ for c in $GOLDEN_CASES; do
 done
 
 # 5. Write, or compare.
-FILES="charts/mattermost-rtcd/crds/rtcdclusters.yaml charts/mattermost-rtcd/values.schema.json"
+FILES="charts/mattermost-rtcd/crds/rtcdclusters.yaml charts/mattermost-rtcd/values.schema.json charts/mattermost-rtcd/dashboards/rtcd.json"
 if [ "$CHECK" = 1 ]; then
   rc=0
   for f in $FILES; do

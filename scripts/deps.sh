@@ -32,6 +32,8 @@ command -v go >/dev/null 2>&1 || { echo "deps: Go (>= 1.24) is required for e2e/
 missing=()
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+# The canary test blocks UDP in its own namespace with nftables.
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
 # The operator's control plane (e2e/envtest): PKI with openssl, free ports with python3; its
 # binaries are built from Go modules by e2e/envtest/build.sh (cached under ~/.cache/rtcd-rs).
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)

@@ -8,11 +8,12 @@
 #   default    the chart's default values
 #   guide      the --set command of Mattermost's set-up guide (Calls "rtcd setup and configuration")
 #   upstream   charts/tests/upstream-values.yaml (mattermost-helm mattermost-rtcd 1.4.1 style)
+#   monitoring the dashboard ConfigMap on, on a cluster that serves PrometheusRule
 GOLDEN_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck disable=SC1091
 . "$GOLDEN_DIR/../../e2e/envtest/versions.env"
 # shellcheck disable=SC2034  # used by the scripts that source this
-GOLDEN_CASES="default guide upstream"
+GOLDEN_CASES="default guide upstream monitoring"
 GOLDEN_RELEASE=mattermost-rtcd
 GOLDEN_NAMESPACE="chart-test"
 GOLDEN_KUBE_VERSION=$K8S_VERSION
@@ -31,6 +32,9 @@ golden_render() {
     default) ;;
     guide) args=("${GUIDE[@]}") ;;
     upstream) args=(-f "$UPSTREAM_VALUES") ;;
+    monitoring) args=(--set monitoring.dashboard.enabled=true --set monitoring.dashboard.annotations.grafana_folder=Mattermost
+      --set monitoring.prometheusRule.labels.release=kube-prometheus-stack
+      --api-versions monitoring.coreos.com/v1/PrometheusRule) ;;
     *) echo "golden_render: unknown case '$3'" >&2; return 2 ;;
   esac
   "$helm" template "$GOLDEN_RELEASE" "$chart" --namespace "$GOLDEN_NAMESPACE" \

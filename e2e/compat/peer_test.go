@@ -374,28 +374,45 @@ func (p *peer) onICECandidate(c *webrtc.ICECandidate) {
 }
 
 func (p *peer) signalingLoop() {
+	// An error after the test closed this peer (an offer being answered while close() runs
+	// on the test's goroutine: "InvalidStateError: connection closed") is not the server's.
+	report := func(format string, args ...any) {
+		if !p.stopped() {
+			p.h.fail(format, args...)
+		}
+	}
 	for {
 		select {
 		case <-p.stopCh:
 			return
 		case msg := <-p.sigCh:
 			if err := p.handleSignal(msg); err != nil {
-				p.h.fail("%s: %v", p.name, err)
+				report("%s: %v", p.name, err)
 			}
 		case data := <-p.dcSDPCh:
 			var sd webrtc.SessionDescription
 			if err := json.Unmarshal(data, &sd); err != nil {
-				p.h.fail("%s: DC SDP payload is not a JSON SessionDescription: %v (%q)", p.name, err, data)
+				report("%s: DC SDP payload is not a JSON SessionDescription: %v (%q)", p.name, err, data)
 				continue
 			}
 			if err := p.handleSDP(sd, true); err != nil {
-				p.h.fail("%s: %v", p.name, err)
+				report("%s: %v", p.name, err)
 			}
 		case op := <-p.opCh:
 			if err := op(); err != nil {
-				p.h.fail("%s: %v", p.name, err)
+				report("%s: %v", p.name, err)
 			}
 		}
+	}
+}
+
+// stopped reports whether close() has been called.
+func (p *peer) stopped() bool {
+	select {
+	case <-p.stopCh:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -11,6 +11,7 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 use rtcd::protocol::{
+    dc::DcMessage,
     rtc::{RtcMessage, RtcType},
     ws::{ClientMessage, Join},
 };
@@ -18,6 +19,7 @@ use rtcd::sim::KeyframeClock;
 use str0m::{
     Candidate, Event, IceConnectionState, Input, Output, Rtc,
     change::{SdpAnswer, SdpOffer, SdpPendingOffer},
+    channel::ChannelId,
     media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer},
     net::{Protocol, Receive, TcpType},
     rtp::{ExtensionValues, RtpWrite, SeqNo},
@@ -50,6 +52,10 @@ const LAYERS: [(&str, Stream, Duration, usize); 2] = [
     ("h", Stream::ScreenHigh, Duration::from_millis(50), 14),
     ("l", Stream::ScreenLow, Duration::from_millis(200), 11),
 ];
+/// Loss, round trip and jitter go to the server on `calls-dc` this often.
+const DC_STATS_EVERY: Duration = Duration::from_secs(5);
+/// The canary's probe reads the selected pair this often.
+const PROBE_STATS_EVERY: Duration = Duration::from_secs(1);
 /// A key frame at least this often on each layer, besides those the SFU asks for.
 const KEYFRAME_EVERY: Duration = Duration::from_secs(3);
 
@@ -72,6 +78,8 @@ pub struct Spec {
     pub bind: IpAddr,
     /// Connect over ICE-TCP (RFC 6544 active, RFC 4571 framing) instead of UDP.
     pub tcp: bool,
+    /// Record the selected ICE pair and its round trip every second (str0m's peer stats).
+    pub stats: bool,
 }
 
 struct Layer {
@@ -101,6 +109,8 @@ struct Peer {
     screen_started: Option<Instant>,
     /// ICE-TCP: frames to send, and the active candidate's address str0m knows us by.
     tcp: Option<(TcpOut, SocketAddr)>,
+    /// `calls-dc`, once open.
+    dc: Option<ChannelId>,
 }
 
 /// Runs a participant until `stop` turns true (then it leaves) or its session dies.
@@ -133,6 +143,13 @@ async fn run_inner(
         .clear_codecs()
         .enable_opus(true, false)
         .enable_vp8(true)
+        // The webapp reports loss, round trip and jitter on `calls-dc` (rtcd's client
+        // histograms); the canary's probe wants its pair every second.
+        .set_stats_interval(Some(if spec.stats {
+            PROBE_STATS_EVERY
+        } else {
+            DC_STATS_EVERY
+        }))
         .build(now);
     let (tcp, mut tcp_in) = if spec.tcp {
         // An active candidate has no port of its own (RFC 6544: 9); the connection is made when
@@ -240,6 +257,7 @@ async fn run_inner(
         layers,
         screen_started: None,
         tcp,
+        dc: None,
     };
     // Each talker's 20 ms clock at its own phase, as independent clients' are: started at
     // join, the ramp's 10 ms join gap put every talker on one of two phases, and their packets
@@ -413,6 +431,13 @@ impl Peer {
         }
     }
 
+    /// Sends `m` on `calls-dc` once it is open (dropped when its buffer is full).
+    fn dc_send(&mut self, m: &DcMessage) {
+        if let Some(mut ch) = self.dc.and_then(|id| self.rtc.channel(id)) {
+            let _ = ch.write(true, &m.encode());
+        }
+    }
+
     fn event(&mut self, e: Event) {
         let now = Instant::now();
         match e {
@@ -440,7 +465,46 @@ impl Peer {
                         .received(self.spec.index, probe, ns, p.payload.len());
                 }
             }
-            Event::ChannelOpen(..) => self.ctx.stats.borrow_mut().dc_open += 1,
+            Event::ChannelOpen(id, label) => {
+                if label == "calls-dc" {
+                    self.dc = Some(id);
+                }
+                self.ctx.stats.borrow_mut().dc_open += 1;
+            }
+            Event::MediaIngressStats(s) => {
+                let rate = match self.rtc.media(s.mid).map(|m| m.kind()) {
+                    Some(MediaKind::Audio) => 48_000.0,
+                    _ => 90_000.0,
+                };
+                self.dc_send(&DcMessage::Jitter(f64::from(s.jitter) / rate));
+            }
+            Event::PeerStats(s) => {
+                let rtt = s
+                    .selected_candidate_pair
+                    .as_ref()
+                    .and_then(|p| p.current_round_trip_time)
+                    .or(s.rtt);
+                self.dc_send(&DcMessage::LossRate(f64::from(
+                    s.ingress_loss_fraction.unwrap_or(0.0),
+                )));
+                if let Some(rtt) = rtt {
+                    self.dc_send(&DcMessage::RoundTripTime(rtt.as_secs_f64()));
+                }
+                if let Some(pair) = s.selected_candidate_pair {
+                    let proto = match pair.protocol {
+                        Protocol::Udp => "udp",
+                        _ => "tcp",
+                    };
+                    let remote = format!("{proto} {}", pair.remote.addr);
+                    let rtt = pair.current_round_trip_time.or(s.rtt);
+                    self.ctx.record(self.spec.index, |j| {
+                        j.remote_candidate = Some(remote);
+                        if let Some(rtt) = rtt {
+                            j.ice_rtt_ms = Some(rtt.as_secs_f64() * 1e3);
+                        }
+                    });
+                }
+            }
             Event::KeyframeRequest(r) => {
                 for l in &mut self.layers {
                     if r.rid.is_none_or(|rid| rid == l.rid) && Some(r.mid) == self.screen_mid {

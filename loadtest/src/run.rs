@@ -3,6 +3,7 @@
 
 use std::{
     cell::RefCell,
+    collections::HashMap,
     net::IpAddr,
     rc::Rc,
     time::{Duration, Instant},
@@ -11,12 +12,13 @@ use std::{
 use anyhow::{Result, bail};
 use rtcd::protocol::ws::ClientMessage;
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::{
     peer::{self, Spec},
+    placement::{HostReport, Placer, Plugin},
     procfs,
-    signal::{self, Routes, WsCounters},
+    signal::{Routes, WsCounters},
     stats::{JoinRecord, Stats, Summary},
 };
 
@@ -76,6 +78,15 @@ pub struct Options {
     /// PID of the server, to read its CPU time and memory from /proc.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Place calls as the Calls plugin does over the rtcd instances behind `--url`'s DNS name
+    /// (which must carry a port): one plugin connection per IPv4 address, each new call on the
+    /// address whose `/system` cpu_load is lowest, the name re-resolved every 10 s.
+    #[arg(long)]
+    pub placement: bool,
+    /// Record each participant's selected ICE pair and round trip (the canary's probe).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub peer_stats: bool,
 }
 
 impl Options {
@@ -131,8 +142,12 @@ pub struct Ctx {
     pub epoch: Instant,
     /// Observations.
     pub stats: RefCell<Stats>,
-    /// The plugin connection's outbox.
-    pub out: mpsc::UnboundedSender<ClientMessage>,
+    /// The rtcd hosts and their plugin connections.
+    pub placer: Placer,
+    /// The host each session was sent to.
+    pub session_host: RefCell<HashMap<String, usize>>,
+    /// The host of each join record, by index.
+    pub join_host: RefCell<Vec<usize>>,
     /// Session routes on the inbound side.
     pub routes: Routes,
 }
@@ -150,9 +165,18 @@ impl Ctx {
         }
     }
 
-    /// Queues a message to rtcd.
+    /// Queues a message to the rtcd host of its session.
     pub fn send(&self, m: ClientMessage) {
-        let _ = self.out.send(m);
+        let sid = match &m {
+            ClientMessage::Join(j) => j.session_id.as_str(),
+            ClientMessage::Rtc(r) => r.session_id.as_str(),
+            ClientMessage::Leave { session_id } | ClientMessage::Reconnect { session_id } => {
+                session_id.as_str()
+            }
+            _ => "",
+        };
+        let host = self.session_host.borrow().get(sid).copied().unwrap_or(0);
+        self.placer.send(host, m);
     }
 }
 
@@ -196,6 +220,11 @@ pub struct Report {
     pub ws_vad_messages: u64,
     /// Frames that did not decode.
     pub ws_bad_frames: u64,
+    /// With `--placement`: what each rtcd host got.
+    pub placement: Option<Vec<HostReport>>,
+    /// Every participant's join, in order (for the probe).
+    #[serde(skip)]
+    pub joins: Vec<JoinRecord>,
 }
 
 fn random_id() -> String {
@@ -209,18 +238,30 @@ pub async fn run(o: &Options) -> Result<Report> {
     o.validate()?;
     let epoch = Instant::now();
     let server_base = o.server_pid.map(|p| procfs::sample(Some(p))).transpose()?;
-    let ws = signal::connect(&o.url, &o.client_id, &o.auth_key, o.admin_key.as_deref()).await?;
-    let (out, out_rx) = mpsc::unbounded_channel();
     let routes: Routes = Rc::default();
     let counters = Rc::new(RefCell::new(WsCounters::default()));
+    let (close_tx, close_rx) = watch::channel(false);
+    let plugin = Plugin {
+        client_id: o.client_id.clone(),
+        auth_key: o.auth_key.clone(),
+        admin_key: o.admin_key.clone(),
+        routes: routes.clone(),
+        counters: counters.clone(),
+        close: close_rx,
+    };
+    let placer = if o.placement {
+        Placer::resolving(&o.url, plugin).await?
+    } else {
+        Placer::single(&o.url, plugin).await?
+    };
     let ctx = Rc::new(Ctx {
         epoch,
         stats: RefCell::default(),
-        out,
-        routes: routes.clone(),
+        placer,
+        session_host: RefCell::default(),
+        join_host: RefCell::default(),
+        routes,
     });
-    let (close_tx, close_rx) = watch::channel(false);
-    let pump = tokio::task::spawn_local(signal::pump(ws, out_rx, routes, counters.clone(), close_rx));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (send_tx, send_rx) = watch::channel(true);
     let run_id = random_id();
@@ -230,7 +271,7 @@ pub async fn run(o: &Options) -> Result<Report> {
         others_talk || (o.screen && u != 0)
     };
     let mut tasks = Vec::new();
-    let spawn = |ctx: &Rc<Ctx>, call: u32, u: u32, stable: bool, stop: watch::Receiver<bool>| {
+    let spawn = |ctx: &Rc<Ctx>, call: u32, u: u32, stable: bool, stop: watch::Receiver<bool>, host: usize| {
         let index = ctx.stats.borrow().joins.len() as u32;
         // Exactly ⌊n × share⌋ of the first n participants use TCP.
         let tcp = ((f64::from(index) + 1.0) * o.tcp_share).floor() > (f64::from(index) * o.tcp_share).floor();
@@ -253,8 +294,11 @@ pub async fn run(o: &Options) -> Result<Report> {
             sharer: stable && o.screen && u == 0,
             bind: o.bind,
             tcp,
+            stats: o.peer_stats,
         };
         let sid = spec.session_id.clone();
+        ctx.session_host.borrow_mut().insert(sid.clone(), host);
+        ctx.join_host.borrow_mut().push(host);
         (
             sid,
             tokio::task::spawn_local(peer::run(spec, ctx.clone(), stop, send_rx.clone())),
@@ -264,9 +308,17 @@ pub async fn run(o: &Options) -> Result<Report> {
     // Join ramp, call by call as people arrive.
     let gap = Duration::from_secs_f64(1.0 / o.ramp);
     let mut next = Instant::now();
+    let mut call_host = Vec::with_capacity(o.calls as usize);
     for call in 0..o.calls {
+        // The plugin picks the host when the call starts; everyone who joins it follows.
+        let host = if o.placement {
+            ctx.placer.choose().await?
+        } else {
+            0
+        };
+        call_host.push(host);
         for u in 0..o.users_per_call {
-            tasks.push(spawn(&ctx, call, u, true, stop_rx.clone()));
+            tasks.push(spawn(&ctx, call, u, true, stop_rx.clone(), host));
             next += gap;
             tokio::time::sleep_until(next.into()).await;
         }
@@ -313,7 +365,8 @@ pub async fn run(o: &Options) -> Result<Report> {
             let (tx, rx) = watch::channel(false);
             let call = visit_no % o.calls;
             visit_no += 1;
-            tasks.push(spawn(&ctx, call, o.users_per_call, false, rx));
+            let host = call_host.get(call as usize).copied().unwrap_or(0);
+            tasks.push(spawn(&ctx, call, o.users_per_call, false, rx, host));
             visitors.push((now + Duration::from_secs_f64(o.visit), tx));
             next_visit += Duration::from_secs_f64(1.0 / o.churn);
         }
@@ -356,9 +409,8 @@ pub async fn run(o: &Options) -> Result<Report> {
         }
     }
     let _ = close_tx.send(true);
-    if tokio::time::timeout(Duration::from_secs(2), pump).await.is_err() {
-        tracing::warn!("the /ws connection did not close within 2 s");
-    }
+    ctx.placer.finish().await;
+    let placement = o.placement.then(|| host_reports(&ctx));
 
     let summary = ctx.stats.borrow().summarize(window.as_secs_f64());
     let secs = window.as_secs_f64();
@@ -408,7 +460,37 @@ pub async fn run(o: &Options) -> Result<Report> {
         generator,
         ws_vad_messages: c.vad,
         ws_bad_frames: c.bad_frames,
+        placement,
+        joins: ctx.stats.borrow().joins.clone(),
     })
+}
+
+/// What each host got, from the join records.
+fn host_reports(ctx: &Ctx) -> Vec<HostReport> {
+    let hosts = ctx.placer.hosts.borrow();
+    let stats = ctx.stats.borrow();
+    let join_host = ctx.join_host.borrow();
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let mine: Vec<&JoinRecord> = stats
+                .joins
+                .iter()
+                .zip(join_host.iter())
+                .filter(|(_, host)| **host == i)
+                .map(|(j, _)| j)
+                .collect();
+            let count = |f: &dyn Fn(&JoinRecord) -> bool| mine.iter().filter(|j| f(j)).count() as u32;
+            HostReport {
+                address: h.addr.to_string(),
+                calls: h.calls,
+                sessions: mine.len() as u32,
+                connected: count(&|j| j.connected_ns.is_some()),
+                refused: count(&|j| j.closed_by_server),
+            }
+        })
+        .collect()
 }
 
 /// The human summary.
@@ -468,6 +550,12 @@ pub fn render(r: &Report) -> String {
         );
     }
     out += &format!("generator: CPU {:.1}% of a core\n", r.generator.cpu_pct);
+    for h in r.placement.iter().flatten() {
+        out += &format!(
+            "placement: {} calls {} sessions {} connected {} refused {}\n",
+            h.address, h.calls, h.sessions, h.connected, h.refused
+        );
+    }
     out
 }
 

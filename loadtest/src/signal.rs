@@ -75,7 +75,8 @@ pub async fn register(url: &str, client_id: &str, auth_key: &str, admin_key: Opt
     Ok(())
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+/// The plugin's WebSocket.
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
 async fn connect_once(url: &str, client_id: &str, auth_key: &str) -> Result<Ws, tungstenite::Error> {
     let host = authority(url)

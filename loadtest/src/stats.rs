@@ -36,6 +36,10 @@ pub struct JoinRecord {
     pub closed_by_server: bool,
     /// Connects over ICE-TCP.
     pub tcp: bool,
+    /// The selected ICE pair's latest STUN round trip, ms (with peer stats on).
+    pub ice_rtt_ms: Option<f64>,
+    /// The selected ICE pair's remote candidate, `udp|tcp address:port` (with peer stats on).
+    pub remote_candidate: Option<String>,
 }
 
 /// Everything recorded during a run.

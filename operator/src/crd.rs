@@ -222,9 +222,39 @@ pub struct RtcdConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"), length(max = 16))]
     pub drain_timeout: Option<String>,
+    /// Each instance's capacity. `/system` (what the Calls plugin places new calls by) reports
+    /// the largest of CPU utilisation and usage ÷ each limit set, and a full instance refuses
+    /// new joins. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Capacity::is_unset")]
+    pub capacity: Capacity,
     /// Any other `RTCD_*` setting; an entry here replaces a typed field's variable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_env: Vec<EnvVar>,
+}
+
+/// Per-instance capacity limits (rtcd's `[limits] max_*`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Capacity {
+    /// Live sessions (call participants) on one instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000_000))]
+    pub max_sessions: Option<u32>,
+    /// Tracks one instance forwards to viewers at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000_000))]
+    pub max_forwarded_tracks: Option<u32>,
+    /// Media bits per second one instance sends (e.g. 2000000000 for 2 Gbit/s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000_000_000_i64))]
+    pub max_egress_bitrate: Option<u64>,
+}
+
+impl Capacity {
+    /// No limit set.
+    pub fn is_unset(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 impl Default for RtcdConfig {
@@ -237,6 +267,7 @@ impl Default for RtcdConfig {
             rtc: RtcConfig::default(),
             log_level: LogLevel::default(),
             drain_timeout: None,
+            capacity: Capacity::default(),
             extra_env: Vec::new(),
         }
     }

@@ -80,16 +80,26 @@ impl Lifecycle {
 
     /// Admits one more live session, unless draining. The session ends when the guard drops.
     pub fn try_session(&self) -> Option<SessionGuard> {
-        let mut admitted = false;
+        self.try_session_within(None).ok()
+    }
+
+    /// Admits one more live session unless draining or, with `max`, `max` sessions are alive
+    /// already: checked and counted at once, so concurrent joins cannot overshoot the cap.
+    pub fn try_session_within(&self, max: Option<usize>) -> Result<SessionGuard, Refusal> {
+        let mut outcome = Err(Refusal::Draining);
         self.inner.sessions.send_if_modified(|n| {
-            admitted =
-                !self.inner.draining.load(Ordering::SeqCst) && !self.inner.admin_drain.load(Ordering::SeqCst);
-            if admitted {
-                *n += 1;
+            if self.inner.draining.load(Ordering::SeqCst) || self.inner.admin_drain.load(Ordering::SeqCst) {
+                return false;
             }
-            admitted
+            if max.is_some_and(|max| *n >= max) {
+                outcome = Err(Refusal::Full);
+                return false;
+            }
+            *n += 1;
+            outcome = Ok(());
+            true
         });
-        admitted.then(|| SessionGuard {
+        outcome.map(|()| SessionGuard {
             lifecycle: self.clone(),
         })
     }
@@ -105,6 +115,15 @@ impl Lifecycle {
         // The sender lives in `self`, so the channel cannot close while we wait.
         let _ = rx.wait_for(|n| *n == 0).await;
     }
+}
+
+/// Why a session was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Shutdown or an admin's drain.
+    Draining,
+    /// `limits.max_sessions` sessions are alive.
+    Full,
 }
 
 /// One live session; dropping it ends the session for the drain's purposes.
@@ -210,6 +229,20 @@ mod tests {
         assert!(!lc.set_admin_drain(false), "shutdown was cancelled");
         assert!(lc.is_draining() && lc.try_session().is_none());
         drop((live, again));
+    }
+
+    #[test]
+    fn a_session_cap_refuses_at_the_cap_and_frees_a_place_when_one_ends() {
+        let lc = Lifecycle::new();
+        let a = lc.try_session_within(Some(2)).unwrap();
+        let _b = lc.try_session_within(Some(2)).unwrap();
+        assert_eq!(lc.try_session_within(Some(2)).err(), Some(Refusal::Full));
+        assert_eq!(lc.live_sessions(), 2, "a refused join was counted");
+        assert!(lc.try_session_within(None).is_ok(), "no cap: admitted");
+        drop(a);
+        assert!(lc.try_session_within(Some(3)).is_ok(), "a place was freed");
+        lc.start_drain();
+        assert_eq!(lc.try_session_within(Some(100)).err(), Some(Refusal::Draining));
     }
 
     #[tokio::test(start_paused = true)]

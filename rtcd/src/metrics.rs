@@ -111,7 +111,38 @@ pub struct Metrics {
     /// `rtcd_engine_table_entries{shard,table}` (ours, gauge): entries in each engine shard's
     /// tables, set every second by the shard.
     pub engine_tables: Family<Labels, Gauge>,
+    /// `rtcd_rtc_first_packet_time{groupID}` (ours): join to the first media packet forwarded
+    /// to the session.
+    pub rtc_first_packet_time: Hist,
+    /// `rtcd_rtc_forwarded_tracks` (ours, gauge): tracks forwarded to viewers now, the sum of
+    /// `rtcd_rtc_rtp_tracks_total{direction="out"}` (what `limits.max_forwarded_tracks` caps).
+    pub forwarded_tracks: Gauge,
+    /// `rtcd_net_packets_total{transport,direction}` (ours): datagrams and ICE-TCP frames on the
+    /// media port (STUN, DTLS, RTP, RTCP), received (in) and sent (out).
+    pub net_packets: Family<Labels, Counter>,
+    /// `rtcd_net_bytes_total{transport,direction}` (ours): their bytes (UDP/TCP payload).
+    pub net_bytes: Family<Labels, Counter>,
+    /// `rtcd_load_ratio` (ours, gauge): what `/system` reports as `cpu_load`, set on each scrape.
+    pub load_ratio: FloatGauge,
+    /// `rtcd_cpu_utilization` (ours, gauge): the machine's busy share of its CPUs, 0–1, over
+    /// the last second.
+    pub cpu_utilization: FloatGauge,
+    /// `rtcd_limit_usage_ratio{limit}` (ours, gauge): usage ÷ limit for each capacity limit
+    /// that is set (1 = full), set on each scrape.
+    pub limit_usage: Family<Labels, FloatGauge>,
+    /// `rtcd_egress_bitrate` (ours, gauge): bits per second sent on the media port over the
+    /// last second.
+    pub egress_bitrate: FloatGauge,
+    /// `rtcd_engine_healthy` (ours, gauge): 1 while every engine shard beats, else 0; set on
+    /// each scrape.
+    pub engine_healthy: Gauge,
 }
+
+/// A gauge holding a float.
+pub type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// The `transport` × `direction` series of `rtcd_net_{packets,bytes}_total`.
+pub const TRAFFIC: [(&str, &str); 4] = [("udp", "in"), ("udp", "out"), ("tcp", "in"), ("tcp", "out")];
 
 /// The `limit` label values of `rtcd_limit_refusals_total`: each `[limits]` key that refuses
 /// something, plus `auth_attempts` (the failed-login lockout) and `ws_message_size`.
@@ -130,6 +161,9 @@ pub const LIMITS: &[&str] = &[
     "ice_tcp_max_unauthenticated",
     "ice_tcp_max_unauthenticated_per_ip",
     "ice_tcp_max_connections",
+    "max_sessions",
+    "max_forwarded_tracks",
+    "max_egress_bitrate",
 ];
 
 impl Metrics {
@@ -138,6 +172,41 @@ impl Metrics {
         self.tables
             .get_or_create(&vec![("table", table.to_string())])
             .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+
+    /// Creates the per-group event counters of `group` at 0 (errors by type, NACKs, keyframe
+    /// requests, layer switches), so their rates and alerts read 0 rather than nothing before
+    /// the first event (rtcd creates them at the first event).
+    pub fn touch_group(&self, group: &str) {
+        let g = || ("groupID", group.to_string());
+        for kind in ["ice", "signaling", "signaling_lock_timeout", "rtp", "panic"] {
+            let _series = self.rtc_errors.get_or_create(&vec![g(), ("type", kind.into())]);
+        }
+        for direction in ["in", "out"] {
+            let _series = self
+                .rtc_nacks
+                .get_or_create(&vec![g(), ("direction", direction.into())]);
+            let _series = self
+                .rtc_keyframe_requests
+                .get_or_create(&vec![g(), ("direction", direction.into())]);
+        }
+        for layer in ["h", "l"] {
+            let _series = self
+                .rtc_layer_switches
+                .get_or_create(&vec![g(), ("layer", layer.into())]);
+        }
+    }
+
+    /// Bytes sent on the media port so far (both transports).
+    pub fn egress_bytes(&self) -> u64 {
+        ["udp", "tcp"]
+            .into_iter()
+            .map(|t| {
+                self.net_bytes
+                    .get_or_create(&vec![("transport", t.into()), ("direction", "out".into())])
+                    .get()
+            })
+            .sum()
     }
 
     /// Counts one refusal by the `[limits]` bound `limit` (one of [`LIMITS`]).
@@ -187,6 +256,15 @@ impl Metrics {
             http_connections: Gauge::default(),
             tables: Family::default(),
             engine_tables: Family::default(),
+            rtc_first_packet_time: hist(default_histogram),
+            forwarded_tracks: Gauge::default(),
+            net_packets: Family::default(),
+            net_bytes: Family::default(),
+            load_ratio: FloatGauge::default(),
+            cpu_utilization: FloatGauge::default(),
+            limit_usage: Family::default(),
+            egress_bitrate: FloatGauge::default(),
+            engine_healthy: Gauge::default(),
         };
         let r = &mut registry;
         r.register(
@@ -333,6 +411,56 @@ impl Metrics {
             "Entries in each engine shard's internal tables",
             m.engine_tables.clone(),
         );
+        r.register(
+            "rtc_first_packet_time",
+            "Time from join to the first media packet forwarded to the session",
+            m.rtc_first_packet_time.clone(),
+        );
+        r.register(
+            "rtc_forwarded_tracks",
+            "Tracks forwarded to viewers now (all groups)",
+            m.forwarded_tracks.clone(),
+        );
+        r.register(
+            "net_packets",
+            "Datagrams and ICE-TCP frames on the media port, received (in) and sent (out)",
+            m.net_packets.clone(),
+        );
+        r.register(
+            "net_bytes",
+            "Bytes of the datagrams and ICE-TCP frames on the media port, received (in) and sent (out)",
+            m.net_bytes.clone(),
+        );
+        for (transport, direction) in TRAFFIC {
+            let labels = vec![("transport", transport.into()), ("direction", direction.into())];
+            let _series = m.net_packets.get_or_create(&labels);
+            let _series = m.net_bytes.get_or_create(&labels);
+        }
+        r.register(
+            "load_ratio",
+            "What /system reports as cpu_load: the largest of CPU utilisation and each capacity limit's usage ratio, plus the recent-admission penalty; 2 or more when full",
+            m.load_ratio.clone(),
+        );
+        r.register(
+            "cpu_utilization",
+            "Busy share of the machine's CPUs over the last second (0-1)",
+            m.cpu_utilization.clone(),
+        );
+        r.register(
+            "limit_usage_ratio",
+            "Usage divided by each configured capacity limit (1 = full)",
+            m.limit_usage.clone(),
+        );
+        r.register(
+            "egress_bitrate",
+            "Bits per second sent on the media port over the last second",
+            m.egress_bitrate.clone(),
+        );
+        r.register(
+            "engine_healthy",
+            "1 while every media engine shard is running and beating, else 0",
+            m.engine_healthy.clone(),
+        );
         r.register_collector(Box::new(BuildInfo(VersionInfo::current())));
         r.register_collector(Box::new(ProcessCollector));
         Self { registry, ..m }
@@ -394,6 +522,8 @@ pub struct ProcessStats {
     pub max_fds: u64,
     /// OS threads.
     pub threads: u64,
+    /// Anonymous resident memory (heap, thread stacks): `RssAnon`.
+    pub heap_bytes: u64,
     /// Start time, seconds since the Unix epoch.
     pub start_time_seconds: f64,
 }
@@ -428,6 +558,7 @@ impl ProcessStats {
                     * 1024
             };
             s.resident_bytes = kb("VmRSS:");
+            s.heap_bytes = kb("RssAnon:");
             s.virtual_bytes = kb("VmSize:");
         }
         s.open_fds = std::fs::read_dir("/proc/self/fd")
@@ -455,7 +586,12 @@ impl Collector for ProcessCollector {
             None,
             cpu.metric_type(),
         )?)?;
-        let gauges: [(&str, &str, f64); 6] = [
+        let gauges: [(&str, &str, f64); 7] = [
+            (
+                "process_heap_bytes",
+                "Anonymous resident memory (heap and thread stacks), RssAnon: rtcd-rs's equivalent of go_memstats_heap_inuse_bytes",
+                s.heap_bytes as f64,
+            ),
             (
                 "process_resident_memory_bytes",
                 "Resident memory size in bytes.",

@@ -105,7 +105,7 @@ pub async fn run(config: Config) -> anyhow::Result<ExitCode> {
     )
     .await?;
     let state = build_state(&config, metrics, lifecycle.clone(), udp, sockets, inboxes).await?;
-    let _sampler = state.cpu_load.spawn_sampler(Duration::from_secs(1));
+    let _sampler = state.load.spawn_sampler();
 
     // Install the handlers before anything is served, so an early signal is not lost.
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

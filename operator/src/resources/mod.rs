@@ -2,6 +2,7 @@
 //! nodes. No I/O here; `reconcile` applies what these return.
 
 pub mod address;
+pub mod lint;
 pub mod nodes;
 pub mod pod;
 pub mod services;

@@ -358,6 +358,19 @@ fn env(cr: &RtcdCluster, adv: &Advertised, credentials: &SecretKeyRef) -> Vec<En
     if let Some(p) = &adv.port_override {
         env.push(plain("RTCD_RTC_ICEHOSTPORTOVERRIDE", p.clone()));
     }
+    let cap = &c.capacity;
+    for (var, value) in [
+        ("RTCD_LIMITS_MAXSESSIONS", cap.max_sessions.map(u64::from)),
+        (
+            "RTCD_LIMITS_MAXFORWARDEDTRACKS",
+            cap.max_forwarded_tracks.map(u64::from),
+        ),
+        ("RTCD_LIMITS_MAXEGRESSBITRATE", cap.max_egress_bitrate),
+    ] {
+        if let Some(v) = value {
+            env.push(plain(var, v.to_string()));
+        }
+    }
     if let Some(secret) = &c.rtc.turn_static_auth_secret {
         env.push(from_secret("RTCD_RTC_TURNCONFIG_STATICAUTHSECRET", secret));
         env.push(plain(
@@ -483,6 +496,24 @@ mod tests {
             Some(vec!["node-a".to_string()])
         );
         assert_eq!(p.labels()[LABEL_NODE], "node-a");
+    }
+
+    #[test]
+    fn capacity_limits_become_rtcd_variables_only_when_set() {
+        let mut c = cr();
+        let n = node("node-a", "10.0.0.1", Some("203.0.113.1"));
+        let adv = advertised(&c, &n, None).expect("address");
+        let env = env_of(&pod(&c, "node-a", &adv, &creds(), ""));
+        assert!(!env.keys().any(|k| k.starts_with("RTCD_LIMITS_MAX")), "{env:?}");
+        c.spec.config.capacity.max_sessions = Some(300);
+        c.spec.config.capacity.max_egress_bitrate = Some(2_000_000_000);
+        let env = env_of(&pod(&c, "node-a", &adv, &creds(), ""));
+        assert_eq!(env["RTCD_LIMITS_MAXSESSIONS"].value.as_deref(), Some("300"));
+        assert_eq!(
+            env["RTCD_LIMITS_MAXEGRESSBITRATE"].value.as_deref(),
+            Some("2000000000")
+        );
+        assert!(!env.contains_key("RTCD_LIMITS_MAXFORWARDEDTRACKS"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! never locked state.
 
 mod clients;
+pub mod connectivity;
 pub mod conns;
 mod drain;
 mod error;
@@ -34,7 +35,7 @@ use crate::{
     engine::EngineHandle,
     lifecycle::Lifecycle,
     metrics::Metrics,
-    system::CpuLoad,
+    system::Load,
     version::VersionInfo,
 };
 
@@ -45,8 +46,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Drain state.
     pub lifecycle: Lifecycle,
-    /// `/system`'s sampler.
-    pub cpu_load: CpuLoad,
+    /// `/system`'s placement signal (CPU, capacity, admissions).
+    pub load: Arc<Load>,
     /// `/version`'s document.
     pub version: VersionInfo,
     /// `api.security.allowed_origins`, parsed.
@@ -65,6 +66,8 @@ pub struct AppState {
     pub conn_limits: Arc<guard::ConnLimits>,
     /// ICE-TCP connections (for their table sizes).
     pub tcp: Arc<crate::net::tcp::TcpConns>,
+    /// The connectivity test page's sessions, when `api.enable_connectivity_test` is on.
+    pub connectivity: Option<Arc<connectivity::Tests>>,
 }
 
 /// The `[api] security` switches handlers consult.
@@ -94,9 +97,9 @@ impl AppState {
             metrics.clone(),
         );
         Self {
+            load: Arc::new(Load::new(limits.capacity, lifecycle.clone(), metrics.clone())),
             metrics,
             lifecycle,
-            cpu_load: CpuLoad::default(),
             version: VersionInfo::current(),
             allowed_origins: Arc::new(
                 sec.allowed_origins
@@ -114,6 +117,10 @@ impl AppState {
             limits,
             conn_limits,
             tcp: Arc::default(),
+            connectivity: config
+                .api
+                .enable_connectivity_test
+                .then(|| Arc::new(connectivity::Tests::default())),
         }
     }
 
@@ -126,6 +133,10 @@ impl AppState {
     /// Sets `rtcd_table_entries{table}` from every control-plane table (on each scrape).
     pub fn publish_tables(&self) {
         let m = &self.metrics;
+        let now = std::time::Instant::now();
+        let _ = self.load.value(now);
+        m.engine_healthy
+            .set(i64::from(self.engine.health().problem(now).is_none()));
         let (conns, routes, groups) = self.conns.sizes();
         m.set_table("ws_connections", conns);
         m.set_table("session_routes", routes);
@@ -151,7 +162,13 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let cors = cors(&state.allowed_origins);
     let limits = state.limits;
-    let router = Router::new()
+    let mut router = Router::new();
+    if state.connectivity.is_some() {
+        router = router
+            .route("/test", get(connectivity::page))
+            .route("/test/offer", post(connectivity::offer));
+    }
+    let router = router
         .route("/version", get(status::version))
         .route("/system", get(status::system))
         .route("/api/v1/health", get(status::health))

@@ -21,14 +21,14 @@ pub(super) async fn version(State(state): State<AppState>) -> Json<VersionInfo> 
 /// `GET /system` body.
 #[derive(Debug, Serialize)]
 pub(super) struct SystemInfo {
-    /// See [`crate::system`].
+    /// The placement signal: see [`crate::system`].
     pub cpu_load: f64,
 }
 
 /// `GET /system`.
 pub(super) async fn system(State(state): State<AppState>) -> Json<SystemInfo> {
     Json(SystemInfo {
-        cpu_load: state.cpu_load.get(),
+        cpu_load: state.load.value(Instant::now()),
     })
 }
 

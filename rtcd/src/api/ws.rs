@@ -28,6 +28,7 @@ use super::{
 use crate::{
     call::{CallId, GroupId, SessionConfig, SessionId},
     engine::Command,
+    lifecycle::Refusal,
     protocol::ws::ClientMessage,
 };
 
@@ -297,12 +298,37 @@ fn join(state: &AppState, conn_id: &str, cfg: SessionConfig) -> Result<(), Strin
             .send_to_conn(conn_id, &ClientMessage::Close { session_id: sid });
         return Ok(());
     }
-    let Some(guard) = state.lifecycle.try_session() else {
-        // Draining: tell the plugin at once so it can place the user elsewhere.
-        tracing::info!(session = %sid, "draining: join refused");
+    let refuse = |limit: &'static str| {
+        // Full: rtcd's `close`, as for any refused join; the plugin's next call goes elsewhere.
+        state.metrics.limit_refused(limit);
+        tracing::warn!(session = %sid, limit, "join refused: the instance is at limits.{limit}");
         state.conns.deliver_close(&sid);
-        return Ok(());
     };
+    if bound == Bind::New
+        && let Some(limit) = state.load.soft_limit_reached()
+    {
+        refuse(limit);
+        return Ok(());
+    }
+    let cap = if bound == Bind::New {
+        state.load.capacity().sessions
+    } else {
+        None
+    };
+    let guard = match state.lifecycle.try_session_within(cap) {
+        Ok(g) => g,
+        Err(Refusal::Full) => {
+            refuse("max_sessions");
+            return Ok(());
+        }
+        Err(Refusal::Draining) => {
+            // Draining: tell the plugin at once so it can place the user elsewhere.
+            tracing::info!(session = %sid, "draining: join refused");
+            state.conns.deliver_close(&sid);
+            return Ok(());
+        }
+    };
+    state.load.admitted(std::time::Instant::now());
     let sent = state.engine.send(Command::Join {
         cfg,
         guard: Some(guard),

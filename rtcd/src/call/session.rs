@@ -251,6 +251,11 @@ pub(crate) struct Session {
     pub(crate) rtc: Rtc,
     pub(crate) ufrag: String,
     pub(crate) created: Instant,
+    /// A media packet was forwarded to this session (`rtcd_rtc_first_packet_time` observed).
+    pub(crate) media_out: bool,
+    /// Since when a server offer has waited for the signaling lock (an offer of ours or the
+    /// client's lock outstanding), for `rtcd_rtc_signaling_lock_grab_time`.
+    pub(crate) lock_wanted_since: Option<Instant>,
     /// Set until the first client offer arrives.
     pub(crate) offer_deadline: Option<Instant>,
     /// The first answer was sent: trickled ICE can be applied directly.
@@ -315,6 +320,18 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
+    /// A media packet was just forwarded to this session: the first one observes
+    /// `rtcd_rtc_first_packet_time` (join to first media out).
+    pub(crate) fn media_sent(&mut self, now: Instant, metrics: &crate::metrics::Metrics) {
+        if !self.media_out {
+            self.media_out = true;
+            metrics
+                .rtc_first_packet_time
+                .get_or_create(&vec![("groupID", self.cfg.group_id.to_string())])
+                .observe(now.saturating_duration_since(self.created).as_secs_f64());
+        }
+    }
+
     /// Whether a datagram from a remote address this session has not used yet may be taken
     /// (and media may then go there): a burst of [`REMOTE_BURST`], then one per
     /// [`REMOTE_REFILL`], and [`MAX_REMOTES`] in all.

@@ -335,6 +335,7 @@ impl Sfu {
             .rtc_sessions
             .get_or_create(&group_label(&cfg.group_id))
             .inc();
+        self.cfg.metrics.touch_group(cfg.group_id.as_str());
         self.calls
             .entry((cfg.group_id.clone(), cfg.call_id.clone()))
             .or_default()
@@ -348,6 +349,8 @@ impl Sfu {
                 rtc,
                 ufrag: creds.ufrag,
                 created: now,
+                media_out: false,
+                lock_wanted_since: None,
                 offer_deadline: Some(now + OFFER_TIMEOUT),
                 answered: false,
                 queued_candidates: Vec::new(),
@@ -796,6 +799,9 @@ impl Sfu {
                 ("type", mime.to_string()),
             ];
             m.rtp_tracks.get_or_create(&labels).inc_by(-delta);
+            if dir == "out" {
+                m.forwarded_tracks.inc_by(-delta);
+            }
         };
         if s.voice_mid.is_some() {
             track("in", "audio/opus", 1);

@@ -99,6 +99,11 @@ pub const ENV_VARS: &[EnvVar] = &[
     ),
     var("RTCD_API_SECURITY_CLIENTSDIR", "api.security.clients_dir", Str),
     var("RTCD_API_DRAINTIMEOUT", "api.drain_timeout", Str),
+    var(
+        "RTCD_API_ENABLECONNECTIVITYTEST",
+        "api.enable_connectivity_test",
+        Bool,
+    ),
     var("RTCD_METRICS_ENABLEPROM", "metrics.enable_prom", Bool),
     var("RTCD_METRICS_PROMPORT", "metrics.prom_port", Int),
     var("RTCD_LIMITS_HTTPREADTIMEOUT", "limits.http_read_timeout", Str),
@@ -141,6 +146,13 @@ pub const ENV_VARS: &[EnvVar] = &[
         "limits.ice_tcp_max_connections",
         Int,
     ),
+    var("RTCD_LIMITS_MAXSESSIONS", "limits.max_sessions", Int),
+    var(
+        "RTCD_LIMITS_MAXFORWARDEDTRACKS",
+        "limits.max_forwarded_tracks",
+        Int,
+    ),
+    var("RTCD_LIMITS_MAXEGRESSBITRATE", "limits.max_egress_bitrate", Int),
 ];
 
 /// Variables that rtcd reads outside its config struct; accepted and ignored here.

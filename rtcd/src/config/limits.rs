@@ -1,7 +1,9 @@
 //! `[limits]`: the bounds that keep one hostile or broken client from taking the daemon's
 //! resources (HTTP timeouts and connection caps, the WS send queue, hashing concurrency,
-//! sessions per client, candidates per session, ICE-TCP connection caps). Not in rtcd, whose
-//! HTTP timeouts (read 30 s, write 60 s, idle 30 s) are the defaults here.
+//! sessions per client, candidates per session, ICE-TCP connection caps), and the instance's
+//! optional capacity (sessions, forwarded tracks, egress bitrate) that `/system` reports against
+//! and joins are refused past. Not in rtcd, whose HTTP timeouts (read 30 s, write 60 s, idle
+//! 30 s) are the defaults here.
 
 use std::time::Duration;
 
@@ -38,6 +40,14 @@ pub struct LimitsConfig {
     pub ice_tcp_max_unauthenticated_per_ip: i64,
     /// ICE-TCP connections, accepted by a session or not, in total.
     pub ice_tcp_max_connections: i64,
+    /// Capacity: live sessions this instance takes (0: no limit). A join past it gets `close`.
+    pub max_sessions: i64,
+    /// Capacity: tracks this instance forwards to viewers at once (0: no limit). Joins are
+    /// refused while it is reached.
+    pub max_forwarded_tracks: i64,
+    /// Capacity: media bits per second this instance sends (0: no limit). Joins are refused
+    /// while it is reached.
+    pub max_egress_bitrate: i64,
 }
 
 impl Default for LimitsConfig {
@@ -55,6 +65,9 @@ impl Default for LimitsConfig {
             ice_tcp_max_unauthenticated: 256,
             ice_tcp_max_unauthenticated_per_ip: 16,
             ice_tcp_max_connections: 10_000,
+            max_sessions: 0,
+            max_forwarded_tracks: 0,
+            max_egress_bitrate: 0,
         }
     }
 }
@@ -87,6 +100,26 @@ pub struct Limits {
     pub tcp_unauthenticated_per_ip: usize,
     /// `ice_tcp_max_connections`.
     pub tcp_connections: usize,
+    /// `max_sessions`, `max_forwarded_tracks`, `max_egress_bitrate`.
+    pub capacity: Capacity,
+}
+
+/// The instance's capacity: `None` is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capacity {
+    /// `max_sessions`.
+    pub sessions: Option<usize>,
+    /// `max_forwarded_tracks`.
+    pub forwarded_tracks: Option<usize>,
+    /// `max_egress_bitrate`, bits per second.
+    pub egress_bitrate: Option<u64>,
+}
+
+/// The largest capacity value accepted: 10¹² (a terabit per second).
+pub(super) const MAX_CAPACITY: i64 = 1_000_000_000_000;
+
+fn capacity(v: i64) -> Option<u64> {
+    u64::try_from(v).ok().filter(|v| *v > 0)
 }
 
 impl Default for Limits {
@@ -130,7 +163,21 @@ impl LimitsConfig {
                 d.ice_tcp_max_unauthenticated_per_ip,
             ),
             tcp_connections: count(self.ice_tcp_max_connections, d.ice_tcp_max_connections),
+            capacity: Capacity {
+                sessions: capacity(self.max_sessions).and_then(|v| usize::try_from(v).ok()),
+                forwarded_tracks: capacity(self.max_forwarded_tracks).and_then(|v| usize::try_from(v).ok()),
+                egress_bitrate: capacity(self.max_egress_bitrate),
+            },
         }
+    }
+
+    /// Every capacity key with its value, for validation (0 is no limit).
+    pub(super) fn capacities(&self) -> [(&'static str, i64); 3] {
+        [
+            ("limits.max_sessions", self.max_sessions),
+            ("limits.max_forwarded_tracks", self.max_forwarded_tracks),
+            ("limits.max_egress_bitrate", self.max_egress_bitrate),
+        ]
     }
 
     /// Every count key with its value, for validation.
@@ -198,6 +245,26 @@ mod tests {
         assert_eq!(l.http_write, Duration::from_secs(60));
         assert_eq!(l.http_idle, Duration::from_secs(30));
         assert!(l.hashes >= 1);
+        assert_eq!(
+            l.capacity,
+            Capacity::default(),
+            "no capacity limit unless configured"
+        );
+    }
+
+    #[test]
+    fn capacity_zero_is_no_limit() {
+        let c = LimitsConfig {
+            max_sessions: 200,
+            max_forwarded_tracks: 0,
+            max_egress_bitrate: 500_000_000,
+            ..LimitsConfig::default()
+        }
+        .resolve()
+        .capacity;
+        assert_eq!(c.sessions, Some(200));
+        assert_eq!(c.forwarded_tracks, None);
+        assert_eq!(c.egress_bitrate, Some(500_000_000));
     }
 
     #[test]

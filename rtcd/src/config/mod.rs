@@ -18,7 +18,7 @@ use std::{fmt, time::Duration};
 use serde::{Deserialize, Serialize};
 
 pub use env::{ENV_VARS, EnvKind, EnvVar};
-pub use limits::{Limits, LimitsConfig, ip_key};
+pub use limits::{Capacity, Limits, LimitsConfig, ip_key};
 pub use load::{DEFAULT_CONFIG_PATH, Loaded, Source, load, load_str};
 pub use validate::{
     ICE_PORT_RANGE, LOG_LEVELS, MAX_TURN_EXPIRATION_MINUTES, Problem, parse_level as validate_parse_level,
@@ -160,6 +160,8 @@ pub struct ApiConfig {
     /// How long SIGTERM waits for live sessions to end before exiting, as a duration string
     /// (`"30s"`, `"15m"`). `"0s"` waits for ever, as rtcd does.
     pub drain_timeout: String,
+    /// Serve the end-user connectivity test page at `/test` (not in rtcd; off by default).
+    pub enable_connectivity_test: bool,
 }
 
 impl Default for ApiConfig {
@@ -168,6 +170,7 @@ impl Default for ApiConfig {
             http: HttpConfig::default(),
             security: SecurityConfig::default(),
             drain_timeout: "0s".into(),
+            enable_connectivity_test: false,
         }
     }
 }

@@ -180,6 +180,12 @@ impl Config {
             }
         }
 
+        for (key, value) in l.capacities() {
+            if !(0..=super::limits::MAX_CAPACITY).contains(&value) {
+                c.fail(key, value, "must be in 0–1000000000000 (0: no limit)");
+            }
+        }
+
         if c.problems.is_empty() {
             Ok(())
         } else {

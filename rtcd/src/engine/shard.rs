@@ -16,7 +16,7 @@ use tokio::{net::UdpSocket, sync::mpsc};
 use super::{Command, SignalSink, health::Beat, placement::Placement};
 use crate::{
     call::{Protocol, Sfu, SfuConfig, SfuOutput},
-    metrics::Metrics,
+    metrics::{Metrics, TRAFFIC},
     net::{
         Datagram, MediaNet, ShardSockets, Transport,
         udp::{self, Receiver, Sender},
@@ -54,6 +54,28 @@ struct Counters {
     queue_full: Counter,
     send_failed_udp: Counter,
     send_failed_tcp: Counter,
+    /// `rtcd_net_{packets,bytes}_total`, in [`TRAFFIC`] order.
+    traffic: [(Counter, Counter); 4],
+}
+
+/// Indexes of [`TRAFFIC`].
+const UDP_IN: usize = 0;
+const UDP_OUT: usize = 1;
+const TCP_IN: usize = 2;
+const TCP_OUT: usize = 3;
+
+/// Packets and bytes this shard moved since it last published them, in [`TRAFFIC`] order:
+/// plain integers on the per-packet path, added to the shared counters on each beat.
+#[derive(Default)]
+struct Tally([(u64, u64); 4]);
+
+impl Tally {
+    fn add(&mut self, i: usize, bytes: usize) {
+        if let Some((p, b)) = self.0.get_mut(i) {
+            *p += 1;
+            *b += bytes as u64;
+        }
+    }
 }
 
 impl Counters {
@@ -75,6 +97,13 @@ impl Counters {
             queue_full: dropped("udp", "shard_queue_full"),
             send_failed_udp: failed("udp"),
             send_failed_tcp: failed("tcp"),
+            traffic: TRAFFIC.map(|(transport, direction)| {
+                let labels = vec![("transport", transport.into()), ("direction", direction.into())];
+                (
+                    m.net_packets.get_or_create(&labels).clone(),
+                    m.net_bytes.get_or_create(&labels).clone(),
+                )
+            }),
         }
     }
 }
@@ -97,6 +126,7 @@ pub(super) struct Shard {
     placement: Arc<Placement>,
     beat: Arc<Beat>,
     counters: Counters,
+    tally: Tally,
     routes: HashMap<SocketAddr, Route>,
     metrics: Arc<Metrics>,
 }
@@ -124,6 +154,7 @@ impl Shard {
             sink: p.sink,
             placement: p.placement,
             beat: p.beat,
+            tally: Tally::default(),
             routes: HashMap::new(),
             metrics: p.metrics,
         }
@@ -204,10 +235,24 @@ impl Shard {
                     }
                 }
                 () = sleep => self.sfu.handle_timeout(Instant::now()),
-                _ = beat.tick() => self.publish_tables(),
+                _ = beat.tick() => {
+                    self.publish_traffic();
+                    self.publish_tables();
+                }
                 _ = prune.tick() => self.prune_routes(Instant::now()),
             }
             self.flush(sockets, &mut sender);
+        }
+    }
+
+    /// Adds what this shard moved since the last beat to `rtcd_net_{packets,bytes}_total`.
+    fn publish_traffic(&mut self) {
+        let tally = std::mem::take(&mut self.tally);
+        for ((packets, bytes), (p, b)) in self.counters.traffic.iter().zip(tally.0) {
+            if p > 0 {
+                packets.inc_by(p);
+                bytes.inc_by(b);
+            }
         }
     }
 
@@ -293,6 +338,8 @@ impl Shard {
             Transport::Udp => Protocol::Udp,
             Transport::Tcp => Protocol::Tcp,
         };
+        self.tally
+            .add(if proto == Protocol::Tcp { TCP_IN } else { UDP_IN }, data.len());
         if self.sfu.handle_receive(now, proto, remote, destination, data) {
             if proto == Protocol::Tcp {
                 self.net.tcp_conns().authenticated(remote);
@@ -352,7 +399,10 @@ impl Shard {
                 } => {
                     let local = self.net.local_for(source);
                     match sockets.iter().position(|(l, _)| *l == local) {
-                        Some(i) => sender.push(i, destination, data),
+                        Some(i) => {
+                            self.tally.add(UDP_OUT, data.len());
+                            sender.push(i, destination, data);
+                        }
                         None => {
                             self.counters.send_failed_udp.inc();
                         }
@@ -364,7 +414,9 @@ impl Shard {
                     data,
                     ..
                 } => {
-                    if !self.net.tcp_conns().send(destination, &data) {
+                    if self.net.tcp_conns().send(destination, &data) {
+                        self.tally.add(TCP_OUT, data.len());
+                    } else {
                         self.counters.send_failed_tcp.inc();
                     }
                 }

@@ -464,6 +464,7 @@ impl Sfu {
             if let Some(w) = &t.writes {
                 w.observe((self.cfg.clock)().saturating_duration_since(start));
             }
+            ps.media_sent(now, &self.cfg.metrics);
             self.mark_dirty(peer);
         }
         self.return_peers(peers);
@@ -548,6 +549,7 @@ impl Sfu {
                 tracing::debug!(viewer = %peer, source = %sid, ?sel, ?want, packets = written, "viewer starts on the keyframe so far");
                 if written > 0 {
                     ps.keyframe_out_at = Some(now);
+                    ps.media_sent(now, &self.cfg.metrics);
                     self.mark_dirty(peer);
                 }
                 continue;
@@ -571,6 +573,7 @@ impl Sfu {
                 if keyframe {
                     ps.keyframe_out_at = Some(now);
                 }
+                ps.media_sent(now, &self.cfg.metrics);
                 self.mark_dirty(peer);
             }
         }

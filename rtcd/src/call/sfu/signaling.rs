@@ -204,6 +204,7 @@ impl Sfu {
                 ("type", mime.to_string()),
             ];
             metrics.rtp_tracks.get_or_create(&labels).inc_by(delta);
+            metrics.forwarded_tracks.inc_by(delta);
         };
         for t in s.out_tracks.values().filter(|t| t.removing && t.active) {
             track_gauge(t.mime, -1);
@@ -366,9 +367,23 @@ impl Sfu {
         let Some(s) = self.sessions.get_mut(sid) else {
             return;
         };
-        if !s.answered || !s.tracks_init_done || !s.is_stable() || s.pending_actions.is_empty() {
+        if !s.answered || !s.tracks_init_done || s.pending_actions.is_empty() {
             return;
         }
+        if !s.is_stable() {
+            // The server wants the signaling lock: how long it waits is its grab time.
+            s.lock_wanted_since.get_or_insert(now);
+            return;
+        }
+        let waited = s
+            .lock_wanted_since
+            .take()
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        self.cfg
+            .metrics
+            .rtc_signaling_lock_grab_time
+            .get_or_create(&group_label(&s.cfg.group_id))
+            .observe(waited);
         let actions = coalesce(std::mem::take(&mut s.pending_actions));
         let mut api = s.rtc.sdp_api();
         let mut applied = Vec::new();
