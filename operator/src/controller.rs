@@ -80,6 +80,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// rtcd health answers.
     pub health: health::Cache,
+    /// Hostname lookups for address linting.
+    pub dns: crate::dns::Resolver,
     /// Images the privileged sysctl init container may run (`--sysctl-images`).
     pub sysctl_images: Vec<String>,
     /// The watch caches.
@@ -274,6 +276,7 @@ pub async fn run(
         ),
         metrics,
         health: health::Cache::default(),
+        dns: crate::dns::Resolver::default(),
         sysctl_images,
         stores: stores.clone(),
         failures: Mutex::default(),

@@ -416,6 +416,11 @@ pub struct IceHostOverride {
     /// NAT port mapping: the external port clients reach for UDP/TCP media.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_override: Option<PortOverride>,
+    /// Where the clients are. `Internet` (default): an advertised private address (RFC 1918,
+    /// CGNAT, ULA) is reported in the `AddressesReachable` condition. `Private`: clients share
+    /// the nodes' network, private addresses are right.
+    #[serde(default, skip_serializing_if = "ClientNetwork::is_internet")]
+    pub client_network: ClientNetwork,
 }
 
 impl Default for IceHostOverride {
@@ -426,7 +431,25 @@ impl Default for IceHostOverride {
             annotation: None,
             static_addresses: BTreeMap::new(),
             port_override: None,
+            client_network: ClientNetwork::Internet,
         }
+    }
+}
+
+/// Where the clients of the advertised addresses are.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ClientNetwork {
+    /// On the internet: private addresses are unreachable to them.
+    #[default]
+    Internet,
+    /// On the nodes' own (private) network.
+    Private,
+}
+
+impl ClientNetwork {
+    /// The default.
+    pub fn is_internet(&self) -> bool {
+        *self == Self::Internet
     }
 }
 

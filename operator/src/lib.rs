@@ -8,6 +8,7 @@ pub mod admin;
 pub mod controller;
 pub mod crd;
 pub mod disruption;
+pub mod dns;
 pub mod health;
 pub mod leader;
 pub mod metrics;

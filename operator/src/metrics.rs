@@ -65,6 +65,7 @@ pub struct Metrics {
     cache_size: Family<CacheLabel, Gauge>,
     sessions: Family<InstanceLabel, Gauge>,
     cpu_load: Family<InstanceLabel, Gauge<f64, AtomicU64>>,
+    address_ok: Family<InstanceLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -106,8 +107,15 @@ impl Default for Metrics {
             "Each rtcd instance's /system cpu_load",
             cpu_load.clone(),
         );
+        let address_ok = Family::<InstanceLabel, Gauge>::default();
+        registry.register(
+            "instance_address_ok",
+            "1 when the node's advertised address is reachable by its clients, 0 when the AddressesReachable condition names it",
+            address_ok.clone(),
+        );
         Self {
             registry,
+            address_ok,
             reconciles,
             failures,
             duration,
@@ -190,6 +198,16 @@ impl Metrics {
         if let Some(l) = cpu_load {
             self.cpu_load.get_or_create(&label).set(l);
         }
+    }
+
+    /// Sets whether one node's advertised address passed the lint.
+    pub fn address_ok(&self, namespace: &str, cluster: &str, node: &str, ok: bool) {
+        let label = InstanceLabel {
+            namespace: namespace.into(),
+            cluster: cluster.into(),
+            node: node.into(),
+        };
+        self.address_ok.get_or_create(&label).set(i64::from(ok));
     }
 
     /// OpenMetrics text.

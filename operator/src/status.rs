@@ -13,6 +13,8 @@ pub mod conditions {
     pub const DEGRADED: &str = "Degraded";
     /// Too many nodes NotReady at once: the partition guard holds every node as it is.
     pub const NODES_PARTITIONED: &str = "NodesPartitioned";
+    /// Every node advertises an address its clients can reach (`resources::lint`).
+    pub const ADDRESSES_REACHABLE: &str = "AddressesReachable";
 }
 
 /// Condition reasons.
@@ -85,6 +87,8 @@ pub struct Summary {
     pub deleting: bool,
     /// Why the partition guard is on, when it is.
     pub partition: Option<String>,
+    /// What is wrong with the advertised addresses (`resources::lint`), by node.
+    pub addresses: Vec<Problem>,
 }
 
 /// The three conditions for `summary`, keeping each previous `lastTransitionTime` unless that
@@ -159,11 +163,21 @@ pub fn compute(prev: &[Condition], generation: Option<i64>, now: &str, s: &Summa
             "NotReady nodes are few enough to act on".to_string(),
         ),
     };
+    let (reachable, a_reason, a_msg) = if s.addresses.is_empty() {
+        (
+            true,
+            reasons::AS_EXPECTED,
+            "every advertised address is reachable by its clients".to_string(),
+        )
+    } else {
+        (false, first_reason(&s.addresses), list(&s.addresses))
+    };
     [
         (conditions::READY, ready, ready_reason, ready_msg),
         (conditions::PROGRESSING, progressing, p_reason, p_msg),
         (conditions::DEGRADED, degraded, d_reason, d_msg),
         (conditions::NODES_PARTITIONED, partitioned, part_reason, part_msg),
+        (conditions::ADDRESSES_REACHABLE, reachable, a_reason, a_msg),
     ]
     .into_iter()
     .map(|(t, st, reason, message)| {

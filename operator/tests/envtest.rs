@@ -549,6 +549,11 @@ async fn fleet_lifecycle() {
         assert!(n.cpu_load.is_some(), "cpu_load from /system: {n:?}");
         assert_eq!(n.sessions, Some(0));
     }
+    assert_eq!(
+        condition(&cr, "AddressesReachable").map(|x| (x.0, x.1)),
+        Some(("True".into(), "AsExpected".into())),
+        "every node advertises its own public address"
+    );
     let secret = Api::<Secret>::namespaced(c.clone(), ns)
         .get("calls-credentials")
         .await
@@ -587,6 +592,12 @@ async fn fleet_lifecycle() {
     let (code, m) = http_get(&format!("127.0.0.1:{admin}"), "/metrics").await.unwrap();
     assert_eq!(code, 200);
     assert!(m.contains("rtcd_operator_reconciles_total{result=\"ok\"}"), "{m}");
+    assert!(
+        m.contains(
+            "rtcd_operator_instance_address_ok{namespace=\"fleet\",cluster=\"calls\",node=\"fleet-0\"} 1"
+        ),
+        "{m}"
+    );
     assert_eq!(
         http_get(&format!("127.0.0.1:{admin}"), "/readyz")
             .await
@@ -676,7 +687,7 @@ async fn fleet_lifecycle() {
         "3 pods, 2 Services, the Secret, the PDB: {before:?}"
     );
     op.stop();
-    let (op2, _) = start_operator(ns, "2");
+    let (op2, admin2) = start_operator(ns, "2");
     let lease_held = eventually("new operator leads", 30, || {
         let log = op2.log();
         async move { log.contains("leading").then_some(()) }
@@ -831,6 +842,83 @@ async fn fleet_lifecycle() {
         worst <= 1,
         "{worst} nodes were out of service at once during the roll"
     );
+
+    // Address linting: a private address advertised to internet clients, another node's
+    // address, and a hostname that does not resolve (this namespace has no route to any DNS
+    // server: the lookup fails at once, nothing leaves), each named with its node and value in
+    // AddressesReachable, an Event and a metric.
+    crs.patch(
+        "calls",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"iceHostOverride": {"static": {
+            "fleet-0": "10.1.2.3", "fleet-1": "203.0.113.3", "fleet-2": "rtc.invalid"}}}})),
+    )
+    .await
+    .unwrap();
+    let (reason, msg) = eventually("AddressesReachable=False", 60, || {
+        let c = c.clone();
+        async move {
+            let (st, reason, msg) = condition(&get_cr(&c, ns, "calls").await, "AddressesReachable")?;
+            (st == "False" && msg.contains("fleet-1") && msg.contains("fleet-2")).then_some((reason, msg))
+        }
+    })
+    .await;
+    assert_eq!(reason, "OtherNodesAddress", "{msg}");
+    assert!(
+        msg.contains("fleet-0 advertises 10.1.2.3, a private address, to clients on the internet"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("fleet-1 advertises 203.0.113.3, which is node fleet-2's address"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("fleet-2 advertises rtc.invalid, a hostname that does not resolve"),
+        "{msg}"
+    );
+    let ev = kubectl(&[
+        "get",
+        "events",
+        "-n",
+        ns,
+        "-o",
+        "custom-columns=REASON:.reason,MESSAGE:.message",
+    ])
+    .unwrap_or_default();
+    assert!(
+        ev.contains("PrivateAddress") && ev.contains("fleet-0 advertises 10.1.2.3"),
+        "{ev}"
+    );
+    assert!(
+        ev.contains("OtherNodesAddress") && ev.contains("UnresolvableHostname"),
+        "{ev}"
+    );
+    // The operator leading now is the second one (started above).
+    let (_, m) = http_get(&format!("127.0.0.1:{admin2}"), "/metrics")
+        .await
+        .unwrap();
+    assert!(
+        m.contains(
+            "rtcd_operator_instance_address_ok{namespace=\"fleet\",cluster=\"calls\",node=\"fleet-0\"} 0"
+        ),
+        "{m}"
+    );
+    // Clients on the nodes' own network: private addresses are right; the mix-up is fixed.
+    crs.patch(
+        "calls",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"iceHostOverride": {"clientNetwork": "Private", "static": {"fleet-1": null, "fleet-2": null}}}})),
+    )
+    .await
+    .unwrap();
+    eventually("AddressesReachable=True", 60, || {
+        let c = c.clone();
+        async move {
+            let (st, ..) = condition(&get_cr(&c, ns, "calls").await, "AddressesReachable")?;
+            (st == "True").then_some(())
+        }
+    })
+    .await;
 
     // Delete the CR → the finalizer drains and every child goes.
     crs.delete("calls", &DeleteParams::default()).await.unwrap();

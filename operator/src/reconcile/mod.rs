@@ -36,7 +36,7 @@ use crate::{
     crd::RtcdCluster,
     health::Health,
     plan::{self, Existing},
-    resources::{ANN_DRAIN_REQUESTED, ANN_NODE, ANN_SPEC_HASH, FINALIZER, LABEL_CLUSTER},
+    resources::{ANN_DRAIN_REQUESTED, ANN_NODE, ANN_SPEC_HASH, FINALIZER, LABEL_CLUSTER, lint},
     status::{self, Problem, Summary, reasons},
     validate,
 };
@@ -191,6 +191,34 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
         }
     }
 
+    // 4b. Address linting: what each node advertises, checked before it takes traffic.
+    let findings = lint_addresses(cr, ctx, &nodes, &d.addresses).await;
+    let cluster_name = cr.name_any();
+    for (node, a) in &d.addresses {
+        if a.is_ok() {
+            let ok = !findings.iter().any(|f| &f.node == node);
+            ctx.metrics.address_ok(&ns, &cluster_name, node, ok);
+        }
+    }
+    let prev_addresses = prev
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::conditions::ADDRESSES_REACHABLE)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    for f in findings.iter().filter(|f| !prev_addresses.contains(&f.message)) {
+        ctx.event(cr, EventType::Warning, f.reason, "CheckAddress", &f.message)
+            .await;
+    }
+    let address_problems: Vec<Problem> = findings
+        .iter()
+        .map(|f| Problem {
+            reason: f.reason,
+            node: String::new(),
+            detail: f.message.clone(),
+        })
+        .collect();
+
     // 5. Cluster-wide children, applied only when changed.
     children::reconcile(cr, ctx, &ns, &d.media, d.pods.len() + d.keep.len()).await?;
 
@@ -274,6 +302,7 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
         ready,
         deleting: false,
         partition: d.triage.partition.clone(),
+        addresses: address_problems,
     };
     let busy = !summary.progress.is_empty();
     observe::write_status(
@@ -319,6 +348,40 @@ async fn poll_health(
         })
     });
     futures::future::join_all(polls).await.into_iter().collect()
+}
+
+/// The lint of every node's advertised address (`resources::lint`), hostnames looked up.
+async fn lint_addresses(
+    cr: &RtcdCluster,
+    ctx: &Context,
+    nodes: &[Node],
+    addresses: &BTreeMap<String, std::result::Result<String, String>>,
+) -> Vec<lint::Finding> {
+    let owners: BTreeMap<String, String> = nodes
+        .iter()
+        .flat_map(|n| {
+            let name = n.name_any();
+            n.status
+                .as_ref()
+                .and_then(|s| s.addresses.as_ref())
+                .into_iter()
+                .flatten()
+                .map(move |a| (a.address.clone(), name.clone()))
+        })
+        .collect();
+    let internet = cr.spec.ice_host_override.client_network.is_internet();
+    let mut out = Vec::new();
+    for (node, a) in addresses {
+        let Ok(h) = a else { continue };
+        let host = lint::advertised_host(h);
+        let resolved = if host.parse::<IpAddr>().is_err() {
+            Some(ctx.dns.lookup(host).await)
+        } else {
+            None
+        };
+        out.extend(lint::lint(node, h, internet, resolved.as_ref(), &owners));
+    }
+    out
 }
 
 fn blocked(reason: &'static str, detail: String) -> Summary {
