@@ -16,8 +16,6 @@ use anyhow::{Context, Result, anyhow, bail};
 use rtcd::protocol::ws::ClientMessage;
 use serde::Serialize;
 use tokio::{
-    io::{AsyncReadExt as _, AsyncWriteExt as _},
-    net::TcpStream,
     sync::{mpsc, watch},
     task::JoinHandle,
 };
@@ -68,10 +66,7 @@ pub struct Placer {
 
 /// `host` and `port` of an `http://host:port[/…]` URL (the plugin requires the port).
 pub fn name_and_port(url: &str) -> Result<(String, u16)> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("--url {url:?}: only http:// URLs are supported by the load generator"))?;
-    let authority = rest.split('/').next().unwrap_or_default();
+    let authority = signal::authority(url)?;
     let (host, port) = authority
         .rsplit_once(':')
         .ok_or_else(|| anyhow!("--url {url:?}: --placement needs a port, as the Calls plugin does"))?;
@@ -265,30 +260,16 @@ fn shuffle<T>(v: &mut [T]) {
 /// `GET /system`'s `cpu_load` from the rtcd at `addr`.
 pub async fn system_load(addr: SocketAddr) -> Result<f64> {
     let req = format!("GET /system HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    let fetch = async {
-        let mut s = TcpStream::connect(addr).await?;
-        s.write_all(req.as_bytes()).await?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await?;
-        Ok::<_, std::io::Error>(raw)
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(5), fetch)
-        .await
-        .context("GET /system timed out")?
-        .with_context(|| format!("GET http://{addr}/system"))?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    if head.split_whitespace().nth(1) != Some("200") {
-        bail!(
-            "GET /system answered {:?}",
-            head.lines().next().unwrap_or_default()
-        );
+    let (status, body) =
+        signal::exchange(&addr.to_string(), &req, Duration::from_secs(5), "GET /system").await?;
+    if status != "200" {
+        bail!("GET /system on {addr} answered {status}: {body}");
     }
     #[derive(serde::Deserialize)]
     struct System {
         cpu_load: f64,
     }
-    let s: System = serde_json::from_str(body.trim()).context("GET /system: no cpu_load in the body")?;
+    let s: System = serde_json::from_str(&body).context("GET /system: no cpu_load in the body")?;
     Ok(s.cpu_load)
 }
 

@@ -1,7 +1,7 @@
 //! The plugin's side of rtcd's control API: `/register`, the authenticated `/ws` connection,
 //! and the routing of its messages to the participants by session ID.
 
-use std::{cell::RefCell, collections::HashMap, rc::Rc};
+use std::{cell::RefCell, collections::HashMap, rc::Rc, time::Duration};
 
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
@@ -27,7 +27,7 @@ pub enum Inbound {
 pub type Routes = Rc<RefCell<HashMap<String, mpsc::UnboundedSender<Inbound>>>>;
 
 /// Host and port of an `http://` URL.
-fn authority(url: &str) -> Result<String> {
+pub(crate) fn authority(url: &str) -> Result<String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| anyhow!("--url {url:?}: only http:// URLs are supported by the load generator"))?;
@@ -56,23 +56,42 @@ pub async fn register(url: &str, client_id: &str, auth_key: &str, admin_key: Opt
         "POST /register HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{auth}Connection: close\r\n\r\n{body}",
         body.len()
     );
-    let mut s = TcpStream::connect(&host)
-        .await
-        .with_context(|| format!("connecting to {host}"))?;
-    s.write_all(req.as_bytes()).await?;
-    let mut raw = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut raw))
-        .await
-        .context("POST /register timed out")??;
-    let text = String::from_utf8_lossy(&raw);
-    let status = text.split_whitespace().nth(1).unwrap_or_default();
+    let (status, body) = exchange(&host, &req, Duration::from_secs(10), "POST /register").await?;
     if status != "201" {
-        bail!(
-            "POST /register answered {status}: {}",
-            text.split("\r\n\r\n").nth(1).unwrap_or_default().trim()
-        );
+        bail!("POST /register answered {status}: {body}");
     }
     Ok(())
+}
+
+/// One HTTP/1.1 request on a fresh connection to `host` (the request says `Connection: close`),
+/// answered within `limit`: the status code and the body. `what` (`POST /register`) names it in
+/// errors.
+pub(crate) async fn exchange(
+    host: &str,
+    request: &str,
+    limit: Duration,
+    what: &str,
+) -> Result<(String, String)> {
+    let io = async {
+        let mut s = TcpStream::connect(host)
+            .await
+            .with_context(|| format!("connecting to {host}"))?;
+        s.write_all(request.as_bytes())
+            .await
+            .with_context(|| format!("{what} to {host}"))?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)
+            .await
+            .with_context(|| format!("{what} to {host}"))?;
+        Ok::<_, anyhow::Error>(raw)
+    };
+    let raw = tokio::time::timeout(limit, io)
+        .await
+        .map_err(|_| anyhow!("{what} to {host} timed out after {} s", limit.as_secs()))??;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap_or_default().to_string();
+    Ok((status, body.trim().to_string()))
 }
 
 /// The plugin's WebSocket.

@@ -424,6 +424,20 @@ fn kubectl(args: &[&str]) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
 }
 
+/// The Events of namespace `ns` as `kubectl get events -o custom-columns=<columns>` prints them
+/// (empty when kubectl cannot run).
+fn events(ns: &str, columns: &str) -> String {
+    kubectl(&[
+        "get",
+        "events",
+        "-n",
+        ns,
+        "-o",
+        &format!("custom-columns={columns}"),
+    ])
+    .unwrap_or_default()
+}
+
 #[tokio::test]
 #[ignore = "needs envtest (scripts/operator-e2e.sh)"]
 async fn fleet_lifecycle() {
@@ -772,15 +786,7 @@ async fn fleet_lifecycle() {
         }
     })
     .await;
-    let ev = kubectl(&[
-        "get",
-        "events",
-        "-n",
-        ns,
-        "-o",
-        "custom-columns=REASON:.reason,NOTE:.note",
-    ])
-    .unwrap_or_default();
+    let ev = events(ns, "REASON:.reason,NOTE:.note");
     assert!(
         ev.is_empty() || (ev.contains("PodCreated") && ev.contains("PodDraining")),
         "{ev}"
@@ -876,15 +882,7 @@ async fn fleet_lifecycle() {
         msg.contains("fleet-2 advertises rtc.invalid, a hostname that does not resolve"),
         "{msg}"
     );
-    let ev = kubectl(&[
-        "get",
-        "events",
-        "-n",
-        ns,
-        "-o",
-        "custom-columns=REASON:.reason,MESSAGE:.message",
-    ])
-    .unwrap_or_default();
+    let ev = events(ns, "REASON:.reason,MESSAGE:.message");
     assert!(
         ev.contains("PrivateAddress") && ev.contains("fleet-0 advertises 10.1.2.3"),
         "{ev}"
@@ -1581,7 +1579,7 @@ async fn node_trouble_is_handled_like_a_careful_human() {
     assert_eq!(reason, "PartitionSuspected");
     assert!(msg.contains("3 of 4"), "{msg}");
     unmoved(c.clone(), marks.clone(), 14).await;
-    let ev = kubectl(&["get", "events", "-n", ns, "-o", "custom-columns=REASON:.reason"]).unwrap_or_default();
+    let ev = events(ns, "REASON:.reason");
     assert!(ev.contains("PartitionSuspected"), "{ev}");
     // They recover one by one; once the guard lifts, the nodes still NotReady get a fresh grace
     // (they are recovering too), so nothing moves meanwhile either.
@@ -1674,7 +1672,7 @@ async fn node_trouble_is_handled_like_a_careful_human() {
     })
     .await;
     assert_eq!(pod_marks(&c, ns, "calls").await, marks, "no pod was replaced");
-    let ev = kubectl(&["get", "events", "-n", ns, "-o", "custom-columns=REASON:.reason"]).unwrap_or_default();
+    let ev = events(ns, "REASON:.reason");
     assert!(
         ev.contains("InstanceDraining") && ev.contains("DrainCancelled"),
         "{ev}"
@@ -1914,7 +1912,7 @@ async fn a_namespace_scoped_operator_runs_with_the_charts_role() {
             "{name} not generated"
         );
     }
-    let ev = kubectl(&["get", "events", "-n", ns, "-o", "custom-columns=REASON:.reason"]).unwrap_or_default();
+    let ev = events(ns, "REASON:.reason");
     assert!(ev.contains("PodCreated"), "{ev}");
     let can = |args: &[&str]| {
         let mut all = vec!["--kubeconfig", scoped.as_str(), "auth", "can-i"];

@@ -32,7 +32,7 @@ use crate::{
     metrics::Metrics,
     protocol::{
         dc::DcMessage,
-        rtc::{RtcMessage, RtcType},
+        rtc::{RtcMessage, RtcType, SdpJson},
         ws::ClientMessage,
     },
 };
@@ -694,16 +694,10 @@ impl Sim {
     }
 
     fn client_signal(&mut self, i: usize, m: &RtcMessage) -> Result<(), String> {
-        #[derive(serde::Deserialize)]
-        struct Sdp {
-            #[serde(rename = "type")]
-            kind: String,
-            sdp: String,
-        }
         let c = &mut self.clients[i];
         match m.kind() {
             Some(RtcType::Sdp) => {
-                let sd: Sdp = serde_json::from_slice(&m.data).map_err(|e| e.to_string())?;
+                let sd: SdpJson = serde_json::from_slice(&m.data).map_err(|e| e.to_string())?;
                 match sd.kind.as_str() {
                     "answer" => {
                         let pending = c.pending.take().ok_or("an answer without an offer")?;

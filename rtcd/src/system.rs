@@ -167,40 +167,44 @@ impl Load {
     /// The limit other than `max_sessions` (which admission itself checks) that is reached:
     /// `max_forwarded_tracks` or `max_egress_bitrate`.
     pub fn soft_limit_reached(&self) -> Option<&'static str> {
+        self.limits()
+            .into_iter()
+            .filter(|(key, ..)| *key != "max_sessions")
+            .find_map(|(key, used, max)| max.filter(|m| used >= *m).map(|_| key))
+    }
+
+    /// Each capacity limit: its `[limits]` key, the usage now, and the limit when set (in
+    /// [`Reading::usage`]'s order: sessions, forwarded tracks, egress bitrate).
+    fn limits(&self) -> [(&'static str, f64, Option<f64>); 3] {
+        let c = self.capacity;
         let tracks = usize::try_from(self.metrics.forwarded_tracks.get()).unwrap_or(0);
-        if self.capacity.forwarded_tracks.is_some_and(|max| tracks >= max) {
-            return Some("max_forwarded_tracks");
-        }
-        let egress = self.egress_bitrate();
-        if self
-            .capacity
-            .egress_bitrate
-            .is_some_and(|max| egress >= max as f64)
-        {
-            return Some("max_egress_bitrate");
-        }
-        None
+        let positive = |m: f64| (m > 0.0).then_some(m);
+        [
+            (
+                "max_sessions",
+                self.lifecycle.live_sessions() as f64,
+                c.sessions.and_then(|m| positive(m as f64)),
+            ),
+            (
+                "max_forwarded_tracks",
+                tracks as f64,
+                c.forwarded_tracks.and_then(|m| positive(m as f64)),
+            ),
+            (
+                "max_egress_bitrate",
+                self.egress_bitrate(),
+                c.egress_bitrate.and_then(|m| positive(m as f64)),
+            ),
+        ]
     }
 
     /// The signal now.
     pub fn reading(&self, now: Instant) -> Reading {
         let cpu = self.cpu.get();
-        let c = self.capacity;
-        let tracks = usize::try_from(self.metrics.forwarded_tracks.get()).unwrap_or(0);
-        let sessions = self.lifecycle.live_sessions();
-        let egress = self.egress_bitrate();
         let mut usage = Vec::with_capacity(3);
         let mut full = None;
-        for (key, used, max) in [
-            ("max_sessions", sessions as f64, c.sessions.map(|m| m as f64)),
-            (
-                "max_forwarded_tracks",
-                tracks as f64,
-                c.forwarded_tracks.map(|m| m as f64),
-            ),
-            ("max_egress_bitrate", egress, c.egress_bitrate.map(|m| m as f64)),
-        ] {
-            if let Some(max) = max.filter(|m| *m > 0.0) {
+        for (key, used, max) in self.limits() {
+            if let Some(max) = max {
                 usage.push((key, used / max));
                 if used >= max && full.is_none() {
                     full = Some(key);

@@ -23,7 +23,7 @@ use crate::{
     call::{CallId, GroupId, SessionConfig, SessionId},
     engine::Command,
     protocol::{
-        rtc::{RtcMessage, RtcType},
+        rtc::{RtcMessage, RtcType, SdpJson},
         ws::ClientMessage,
     },
 };
@@ -203,13 +203,7 @@ pub(super) async fn offer(
             state.conns.frames_done(1);
             match ClientMessage::decode(&frame) {
                 Ok(ClientMessage::Rtc(m)) if m.session_id == sid && m.msg_type == RtcType::Sdp as i64 => {
-                    #[derive(Deserialize)]
-                    struct Sdp {
-                        #[serde(rename = "type")]
-                        kind: String,
-                        sdp: String,
-                    }
-                    if let Ok(s) = serde_json::from_slice::<Sdp>(&m.data)
+                    if let Ok(s) = serde_json::from_slice::<SdpJson>(&m.data)
                         && s.kind == "answer"
                     {
                         return Some(s.sdp);

@@ -5,6 +5,16 @@ use rmpv::Value;
 
 use super::DecodeError;
 
+/// The JSON an `Sdp` message carries: `{"type": "offer"|"answer", "sdp": "v=0…"}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct SdpJson {
+    /// `offer` or `answer`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The SDP.
+    pub sdp: String,
+}
+
 /// `rtc.MessageType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]

@@ -19,7 +19,7 @@ use crate::{
     },
     protocol::{
         dc::{DcMessage, TrackInfo},
-        rtc::RtcType,
+        rtc::{RtcType, SdpJson},
     },
 };
 
@@ -28,13 +28,6 @@ use crate::{
 pub(super) enum Via {
     Ws,
     Dc,
-}
-
-#[derive(serde::Deserialize)]
-struct SdpJson {
-    #[serde(rename = "type")]
-    kind: String,
-    sdp: String,
 }
 
 #[derive(serde::Deserialize)]
