@@ -6,7 +6,8 @@ Two rows. The first carries the rtcd panels of Mattermost's Calls performance da
 every one of those queries works against rtcd-rs; where 23225 reads the Go runtime (go_goroutines,
 go_memstats_*), the panel reads rtcd-rs's honest equivalent and says so. The second row is
 rtcd-rs's own: placement load, engine shards, drops by reason, bandwidth and ICE-TCP share,
-simulcast layers, NACK/RTX, join → first packet, limit refusals. `make generate` runs this;
+simulcast layers, NACK/RTX, join → first packet, limit refusals, and the operator's
+connectivity canary. `make generate` runs this;
 `make check-generated` fails on drift.
 """
 import json
@@ -142,6 +143,17 @@ def build():
         (f"rtcd_rtc_forwarded_tracks{{{SEL}}}", "tracks {{instance}}"),
         (f"rtcd_egress_bitrate{{{SEL}}}", "egress bit/s {{instance}}"),
     ])
+    p.ts("Connectivity canary", [
+        ("min by (node, transport) (rtcd_operator_probe_success)", "reachable {{transport}} {{node}}"),
+        ("max by (node) (rtcd_operator_probe_failing)", "ProbeFailed {{node}}"),
+    ], "short", "The operator's canary (spec.probe): 1 when its last one-person call reached the "
+       "node's advertised address over that transport; ProbeFailed is 1 once failureThreshold "
+       "probes in a row failed. Scraped from the operator, not from rtcd.")
+    p.ts("Canary round trip and connect time", [
+        ("max by (node, transport) (rtcd_operator_probe_rtt_seconds)", "RTT {{transport}} {{node}}"),
+        ("max by (node, transport) (rtcd_operator_probe_connect_seconds)", "connect {{transport}} {{node}}"),
+    ], "s", "From the operator's pod to each node's advertised address: the selected pair's STUN "
+       "round trip, and join to ICE+DTLS connected.")
 
     return {
         "title": "rtcd-rs",

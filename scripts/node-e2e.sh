@@ -127,6 +127,7 @@ if out=$(cd "$ROOT" && helm install mattermost-rtcd ./charts/mattermost-rtcd --n
     --set image.repository="${rtcd%:*}" --set operator.image.repository="${rtcd_operator%:*}" \
     --set "operator.sysctlImages[0]=$BB_PINNED" --set rtcdCluster.spec.sysctls.image="$BB_PINNED" \
     --set cleanup.image="$kubectl" --set tests.image="$busybox" \
+    --set rtcdCluster.spec.probe.intervalSeconds=5 --set rtcdCluster.spec.probe.timeoutSeconds=3 \
     --wait --timeout 180s 2>&1); then
   pass "helm install (set-up guide's command) with the operator Ready in $(( $(date +%s) - t0 ))s"
 else
@@ -215,6 +216,39 @@ if go_passed "$WORK/call.log" TestConfiguredClient; then
   pass "service.Client with the chart's plugin client: two pion peers join and exchange audio through the pod (ICE to rtcd.example.com = $NODE_IP)"
 else
   show "$WORK/call.log"; fail "call through the pod"
+fi
+
+# --- the operator's connectivity canary, from its pod: reachable, then UDP dropped by nftables --------------
+probe_of() { jp -n mattermost get rtcdcluster mattermost-rtcd -o jsonpath="{.status.nodes[0].probe$1}"; }
+cond_of() { jp -n mattermost get rtcdcluster mattermost-rtcd -o jsonpath="{.status.conditions[?(@.type==\"ProbeFailed\")]$1}"; }
+canary_ok() { [ "$(probe_of .result)" = Reachable ] && [ "$(probe_of '.transports[*].reachable')" = "true true" ] \
+  && [ "$(cond_of .status)" = False ]; }
+if wait_until 90 canary_ok; then
+  pass "the operator's canary (from its pod $OP_POD) reaches $(probe_of '.transports[*].candidate') (RTT ms: $(probe_of '.transports[*].rttMs'))"
+else
+  jp -n mattermost get rtcdcluster mattermost-rtcd -o yaml | tail -n 40; fail "the operator's canary does not report the node Reachable"
+fi
+nft -f - <<EOF
+table inet nodecanary {
+  chain input {
+    type filter hook input priority 0; policy accept;
+    ip daddr $NODE_IP udp dport 8443 drop
+  }
+}
+EOF
+canary_failed() { [ "$(cond_of .status)" = True ] && [ "$(probe_of '.transports[0].reachable')" = false ] \
+  && [ "$(probe_of '.transports[1].reachable')" = true ]; }
+if wait_until 90 canary_failed; then
+  ev=$(jp -n mattermost get events --field-selector reason=ProbeFailed -o jsonpath='{.items[0].message}')
+  pass "UDP to $NODE_IP:8443 dropped: ProbeFailed $(cond_of .reason): '$(cond_of .message)'; ICE-TCP still reachable; event: '$ev'"
+else
+  jp -n mattermost get rtcdcluster mattermost-rtcd -o yaml | tail -n 40; fail "the canary did not report the UDP block"
+fi
+nft delete table inet nodecanary
+if wait_until 90 canary_ok; then
+  pass "UDP back: ProbeFailed False again; event: '$(jp -n mattermost get events --field-selector reason=ProbeSucceeded -o jsonpath='{.items[0].message}')'"
+else
+  fail "ProbeFailed did not clear once UDP was back"
 fi
 
 # --- a spec change while a call is live: preStop holds the old pod, its endpoint leaves at once -------------

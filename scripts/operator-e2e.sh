@@ -22,7 +22,7 @@ ip link set lo up
 ip link add n0 type veth peer name n1
 ip link set n1 up
 ip link set n0 up
-for a in 1 2 3 4 11 21 31 41 51 52 53 54 61 71 72; do ip addr add "198.18.1.$a/24" dev n0; done
+for a in 1 2 3 4 11 21 31 41 51 52 53 54 61 71 72 81 82; do ip addr add "198.18.1.$a/24" dev n0; done
 T0=$(date +%s)
 RUN=$("$ROOT/e2e/envtest/up.sh" | tail -n1)
 echo "operator-e2e: control plane up in $(( $(date +%s) - T0 ))s ($RUN)"

@@ -35,12 +35,14 @@ use crate::{
     crd::RtcdCluster,
     health,
     metrics::Metrics,
-    reconcile,
-    resources::{LABEL_CLUSTER, MANAGED_BY_SELECTOR},
+    probe, reconcile,
+    resources::{ANN_DRAIN_REQUESTED, LABEL_CLUSTER, MANAGED_BY_SELECTOR},
 };
 
 /// How often the background monitor polls every instance's health.
 const HEALTH_PERIOD: Duration = Duration::from_secs(10);
+/// How often the canary looks for due probes.
+const PROBE_TICK: Duration = Duration::from_secs(1);
 /// How long a ServiceMonitor discovery answer is reused.
 const DISCOVERY_TTL: Duration = Duration::from_secs(300);
 
@@ -80,6 +82,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// rtcd health answers.
     pub health: health::Cache,
+    /// The connectivity canary's targets, records and worker.
+    pub probes: crate::probe::Prober,
     /// Hostname lookups for address linting.
     pub dns: crate::dns::Resolver,
     /// Images the privileged sysctl init container may run (`--sysctl-images`).
@@ -276,6 +280,7 @@ pub async fn run(
         ),
         metrics,
         health: health::Cache::default(),
+        probes: crate::probe::Prober::default(),
         dns: crate::dns::Resolver::default(),
         sysctl_images,
         stores: stores.clone(),
@@ -284,7 +289,8 @@ pub async fn run(
         service_monitor: tokio::sync::Mutex::default(),
     });
     let (health_tx, health_rx) = tokio::sync::mpsc::channel::<ObjectRef<RtcdCluster>>(256);
-    let monitor = tokio::spawn(monitor_health(ctx.clone(), health_tx));
+    let monitor = tokio::spawn(monitor_health(ctx.clone(), health_tx.clone()));
+    let prober = tokio::spawn(monitor_probes(ctx.clone(), health_tx));
 
     let controller = Controller::new(
         scoped::<RtcdCluster>(&watch_client, ns),
@@ -322,10 +328,57 @@ pub async fn run(
         })
         .await;
     monitor.abort();
+    prober.abort();
+}
+
+/// Starts the canary's due probes every [`PROBE_TICK`] (at most [`probe::MAX_IN_FLIGHT`] at
+/// once), each judged against the advertised address when it ends; a change of what status says
+/// requeues its cluster.
+async fn monitor_probes(ctx: Arc<Context>, tx: tokio::sync::mpsc::Sender<ObjectRef<RtcdCluster>>) {
+    loop {
+        tokio::time::sleep(PROBE_TICK).await;
+        let room = probe::MAX_IN_FLIGHT.saturating_sub(ctx.probes.in_flight());
+        for t in ctx.probes.take_due(Instant::now(), room) {
+            let ctx = ctx.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let outcome = ctx.probes.probe(&t).await;
+                let ips = match t.advertised.parse::<IpAddr>() {
+                    Ok(ip) => Some(vec![ip]),
+                    Err(_) => ctx.dns.lookup(&t.advertised).await.ok(),
+                };
+                let judged = probe::judge(&outcome, &t.advertised, ips.as_deref());
+                let time = k8s_openapi::jiff::Timestamp::now().to_string();
+                let Some((changed, failures)) = ctx.probes.record(&t, judged.clone(), time) else {
+                    return;
+                };
+                let ns = t.cluster.namespace.clone().unwrap_or_default();
+                ctx.metrics.probe(
+                    &ns,
+                    &t.cluster.name,
+                    &t.node,
+                    &judged,
+                    failures >= t.failure_threshold,
+                );
+                if changed {
+                    tracing::info!(
+                        cluster = %format!("{ns}/{}", t.cluster.name),
+                        node = %t.node,
+                        result = judged.result,
+                        failures,
+                        message = judged.message.as_deref().unwrap_or(""),
+                        "canary"
+                    );
+                    let _ = tx.try_send(t.cluster.clone());
+                }
+            });
+        }
+    }
 }
 
 /// Polls every instance's health every [`HEALTH_PERIOD`], all at once (each poll bounded), into
-/// the cache; a change that matters (up/down, draining, idle/busy) requeues its cluster. Also
+/// the cache; a change that matters (up/down, draining, idle/busy of an instance asked to drain)
+/// requeues its cluster. Also
 /// keeps the cache-size metrics.
 async fn monitor_health(ctx: Arc<Context>, tx: tokio::sync::mpsc::Sender<ObjectRef<RtcdCluster>>) {
     let mut last: HashMap<String, (bool, bool, bool, bool)> = HashMap::new();
@@ -359,12 +412,16 @@ async fn monitor_health(ctx: Arc<Context>, tx: tokio::sync::mpsc::Sender<ObjectR
                 .find(|c| c.name.as_deref() == Some("api"))?
                 .container_port;
             let uid = p.uid()?;
+            let leaving = p.annotations().contains_key(ANN_DRAIN_REQUESTED);
             let cluster = ObjectRef::new(p.labels().get(LABEL_CLUSTER)?).within(&p.namespace()?);
             let addr = SocketAddr::new(ip, u16::try_from(port).ok()?);
             let ctx = ctx.clone();
             Some(async move {
                 let h = ctx.health.get_or_poll(&uid, addr, Duration::ZERO).await;
-                let mark = (h.ok, h.draining, h.error.is_some(), h.sessions.unwrap_or(0) > 0);
+                // Idle/busy matters only to an instance waiting to leave once idle; elsewhere it
+                // would requeue on every call (the canary's own included) for nothing.
+                let busy = leaving && h.sessions.unwrap_or(0) > 0;
+                let mark = (h.ok, h.draining, h.error.is_some(), busy);
                 (uid, cluster, mark)
             })
         });

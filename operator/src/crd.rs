@@ -110,6 +110,10 @@ pub struct RtcdClusterSpec {
     /// The API Services.
     #[serde(default)]
     pub api: ApiSpec,
+    /// The connectivity canary: the operator joins a one-person call on every ready instance
+    /// through the address it advertises, over UDP and ICE-TCP.
+    #[serde(default)]
+    pub probe: ProbeSpec,
 }
 
 fn default_image() -> String {
@@ -677,6 +681,53 @@ fn default_interval() -> String {
     "30s".into()
 }
 
+/// The connectivity canary. Every `intervalSeconds` the operator joins a one-person call on each
+/// ready instance with a real WebRTC peer (ICE and DTLS over UDP, then over ICE-TCP) against the
+/// address that instance advertises, and reports reachability, round trip and the candidate that
+/// won in `status.nodes[].probe`, the `ProbeFailed` condition, Events and metrics.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeSpec {
+    /// Run the canary.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Seconds between two probes of one instance (default 60).
+    #[serde(default = "default_probe_interval")]
+    #[schemars(range(min = 5, max = 86400))]
+    pub interval_seconds: u32,
+    /// Seconds each transport may take to connect (default 10).
+    #[serde(default = "default_probe_timeout")]
+    #[schemars(range(min = 1, max = 60))]
+    pub timeout_seconds: u32,
+    /// Failed probes in a row before `ProbeFailed` names the node (default 2).
+    #[serde(default = "default_probe_failures")]
+    #[schemars(range(min = 1, max = 10))]
+    pub failure_threshold: u32,
+}
+
+impl Default for ProbeSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_seconds: default_probe_interval(),
+            timeout_seconds: default_probe_timeout(),
+            failure_threshold: default_probe_failures(),
+        }
+    }
+}
+
+fn default_probe_interval() -> u32 {
+    60
+}
+
+fn default_probe_timeout() -> u32 {
+    10
+}
+
+fn default_probe_failures() -> u32 {
+    2
+}
+
 /// The API Services: `<name>` (ClusterIP, the "RTCD Service URL") and `<name>-hosts`
 /// (headless, ready pods only, for DNS-based host selection).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
@@ -759,4 +810,45 @@ pub struct NodeStatus {
     /// How rtcd's previous run ended, e.g. `exit 137 (Error) at 2026-12-07T16:40:02Z`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restart: Option<String>,
+    /// The connectivity canary's last answer (`spec.probe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<ProbeStatus>,
+}
+
+/// What the connectivity canary saw on one node.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeStatus {
+    /// `Reachable`, `Unreachable` (a transport did not connect, or connected elsewhere than the
+    /// advertised address) or `Error` (the call could not be joined through the API).
+    pub result: String,
+    /// Probes in a row that were not `Reachable`.
+    pub consecutive_failures: u32,
+    /// When the last probe ended (RFC 3339).
+    pub last_probe_time: String,
+    /// What went wrong, when something did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Each transport tried, UDP first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transports: Vec<TransportProbe>,
+}
+
+/// One transport's outcome in a probe.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransportProbe {
+    /// `udp` or `tcp`.
+    pub transport: String,
+    /// ICE and DTLS completed with the advertised address.
+    pub reachable: bool,
+    /// The selected candidate pair's STUN round trip, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    /// From the join to the connection, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_ms: Option<f64>,
+    /// The server candidate that won, e.g. `udp 203.0.113.7:8443`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<String>,
 }

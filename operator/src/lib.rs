@@ -2,7 +2,7 @@
 //! pod per eligible node, each advertising its own node's address.
 //!
 //! Dependency rule: `controller → reconcile → resources (pure) / plan (pure) / status (pure) /
-//! validate (pure) / health`. Only `controller`, `reconcile` and `leader` hold a `kube::Client`.
+//! validate (pure) / health / probe`. Only `controller`, `reconcile` and `leader` hold a `kube::Client`.
 
 pub mod admin;
 pub mod controller;
@@ -13,6 +13,7 @@ pub mod health;
 pub mod leader;
 pub mod metrics;
 pub mod plan;
+pub mod probe;
 pub mod reconcile;
 pub mod resources;
 pub mod run;

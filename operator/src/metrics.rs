@@ -1,6 +1,6 @@
 //! Operator metrics: reconciles by result, failures by reason, reconcile durations, leadership,
-//! API requests by verb, watch-cache sizes, and each instance's sessions and CPU load (which
-//! status writes only now and then).
+//! API requests by verb, watch-cache sizes, each instance's sessions and CPU load (which status
+//! writes only now and then), and the connectivity canary's answers.
 
 use std::{
     sync::atomic::{AtomicI64, AtomicU64},
@@ -52,6 +52,32 @@ pub struct InstanceLabel {
     pub node: String,
 }
 
+/// Labels of the per-transport canary gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    /// The RtcdCluster's namespace.
+    pub namespace: String,
+    /// The RtcdCluster.
+    pub cluster: String,
+    /// The node.
+    pub node: String,
+    /// udp or tcp.
+    pub transport: String,
+}
+
+/// Labels of the canary's counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeResultLabel {
+    /// The RtcdCluster's namespace.
+    pub namespace: String,
+    /// The RtcdCluster.
+    pub cluster: String,
+    /// The node.
+    pub node: String,
+    /// Reachable, Unreachable or Error.
+    pub result: String,
+}
+
 /// The families, registered once.
 #[derive(Debug)]
 pub struct Metrics {
@@ -66,6 +92,11 @@ pub struct Metrics {
     sessions: Family<InstanceLabel, Gauge>,
     cpu_load: Family<InstanceLabel, Gauge<f64, AtomicU64>>,
     address_ok: Family<InstanceLabel, Gauge>,
+    probe_success: Family<TransportLabel, Gauge>,
+    probe_rtt: Family<TransportLabel, Gauge<f64, AtomicU64>>,
+    probe_connect: Family<TransportLabel, Gauge<f64, AtomicU64>>,
+    probe_failing: Family<InstanceLabel, Gauge>,
+    probes: Family<ProbeResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -113,9 +144,44 @@ impl Default for Metrics {
             "1 when the node's advertised address is reachable by its clients, 0 when the AddressesReachable condition names it",
             address_ok.clone(),
         );
+        let probe_success = Family::<TransportLabel, Gauge>::default();
+        registry.register(
+            "probe_success",
+            "1 when the connectivity canary's last call connected to the node's advertised address over this transport, else 0",
+            probe_success.clone(),
+        );
+        let probe_rtt = Family::<TransportLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "probe_rtt_seconds",
+            "The canary's STUN round trip to the node's advertised address over this transport",
+            probe_rtt.clone(),
+        );
+        let probe_connect = Family::<TransportLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "probe_connect_seconds",
+            "From the canary's join to its connection (ICE and DTLS) over this transport",
+            probe_connect.clone(),
+        );
+        let probe_failing = Family::<InstanceLabel, Gauge>::default();
+        registry.register(
+            "probe_failing",
+            "1 while the ProbeFailed condition names the node (failureThreshold probes in a row not Reachable)",
+            probe_failing.clone(),
+        );
+        let probes = Family::<ProbeResultLabel, Counter>::default();
+        registry.register(
+            "probes",
+            "Connectivity canary probes by node and result (Reachable, Unreachable, Error)",
+            probes.clone(),
+        );
         Self {
             registry,
             address_ok,
+            probe_success,
+            probe_rtt,
+            probe_connect,
+            probe_failing,
+            probes,
             reconciles,
             failures,
             duration,
@@ -208,6 +274,86 @@ impl Metrics {
             node: node.into(),
         };
         self.address_ok.get_or_create(&label).set(i64::from(ok));
+    }
+
+    /// Records one canary probe of `node`: `failing` is whether the node is now past its failure
+    /// threshold.
+    pub fn probe(
+        &self,
+        namespace: &str,
+        cluster: &str,
+        node: &str,
+        judged: &crate::probe::Judged,
+        failing: bool,
+    ) {
+        self.probes
+            .get_or_create(&ProbeResultLabel {
+                namespace: namespace.into(),
+                cluster: cluster.into(),
+                node: node.into(),
+                result: judged.result.into(),
+            })
+            .inc();
+        let instance = InstanceLabel {
+            namespace: namespace.into(),
+            cluster: cluster.into(),
+            node: node.into(),
+        };
+        self.probe_failing
+            .get_or_create(&instance)
+            .set(i64::from(failing));
+        let label = |transport: &str| TransportLabel {
+            namespace: namespace.into(),
+            cluster: cluster.into(),
+            node: node.into(),
+            transport: transport.into(),
+        };
+        if judged.transports.is_empty() {
+            // No call was joined: neither transport is known to work.
+            for t in ["udp", "tcp"] {
+                self.probe_success.get_or_create(&label(t)).set(0);
+            }
+        }
+        for t in &judged.transports {
+            let l = label(&t.transport);
+            self.probe_success.get_or_create(&l).set(i64::from(t.reachable));
+            match t.rtt_ms {
+                Some(ms) => {
+                    self.probe_rtt.get_or_create(&l).set(ms / 1e3);
+                }
+                None => {
+                    self.probe_rtt.remove(&l);
+                }
+            }
+            match t.connect_ms {
+                Some(ms) => {
+                    self.probe_connect.get_or_create(&l).set(ms / 1e3);
+                }
+                None => {
+                    self.probe_connect.remove(&l);
+                }
+            }
+        }
+    }
+
+    /// Drops the canary's series of a node no longer probed.
+    pub fn forget_probe(&self, namespace: &str, cluster: &str, node: &str) {
+        self.probe_failing.remove(&InstanceLabel {
+            namespace: namespace.into(),
+            cluster: cluster.into(),
+            node: node.into(),
+        });
+        for t in ["udp", "tcp"] {
+            let l = TransportLabel {
+                namespace: namespace.into(),
+                cluster: cluster.into(),
+                node: node.into(),
+                transport: t.into(),
+            };
+            self.probe_success.remove(&l);
+            self.probe_rtt.remove(&l);
+            self.probe_connect.remove(&l);
+        }
     }
 
     /// OpenMetrics text.

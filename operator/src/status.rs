@@ -15,6 +15,8 @@ pub mod conditions {
     pub const NODES_PARTITIONED: &str = "NodesPartitioned";
     /// Every node advertises an address its clients can reach (`resources::lint`).
     pub const ADDRESSES_REACHABLE: &str = "AddressesReachable";
+    /// The connectivity canary failed on a node `failureThreshold` times in a row.
+    pub const PROBE_FAILED: &str = "ProbeFailed";
 }
 
 /// Condition reasons.
@@ -57,6 +59,14 @@ pub mod reasons {
     pub const WAITING_TO_LEAVE: &str = "WaitingToLeave";
     /// An instance's drain was cancelled: its node is back.
     pub const DRAIN_CANCELLED: &str = "DrainCancelled";
+    /// The canary's call did not connect to the advertised address over a transport.
+    pub const MEDIA_UNREACHABLE: &str = "MediaUnreachable";
+    /// The canary could not join a call through the API.
+    pub const PROBE_ERROR: &str = "ProbeError";
+    /// `spec.probe.enabled` is false.
+    pub const PROBE_DISABLED: &str = "ProbeDisabled";
+    /// A node the canary had failed on answers it again.
+    pub const PROBE_SUCCEEDED: &str = "ProbeSucceeded";
 }
 
 /// One problem on one node (or cluster-wide when `node` is empty).
@@ -89,6 +99,10 @@ pub struct Summary {
     pub partition: Option<String>,
     /// What is wrong with the advertised addresses (`resources::lint`), by node.
     pub addresses: Vec<Problem>,
+    /// Nodes the connectivity canary failed on, past the threshold.
+    pub probes: Vec<Problem>,
+    /// `spec.probe.enabled` is false.
+    pub probe_disabled: bool,
 }
 
 /// The three conditions for `summary`, keeping each previous `lastTransitionTime` unless that
@@ -172,12 +186,28 @@ pub fn compute(prev: &[Condition], generation: Option<i64>, now: &str, s: &Summa
     } else {
         (false, first_reason(&s.addresses), list(&s.addresses))
     };
+    let (probe_failed, pr_reason, pr_msg) = if !s.probes.is_empty() {
+        (true, first_reason(&s.probes), list(&s.probes))
+    } else if s.probe_disabled {
+        (
+            false,
+            reasons::PROBE_DISABLED,
+            "spec.probe.enabled is false".to_string(),
+        )
+    } else {
+        (
+            false,
+            reasons::AS_EXPECTED,
+            "no instance failed the connectivity canary".to_string(),
+        )
+    };
     [
         (conditions::READY, ready, ready_reason, ready_msg),
         (conditions::PROGRESSING, progressing, p_reason, p_msg),
         (conditions::DEGRADED, degraded, d_reason, d_msg),
         (conditions::NODES_PARTITIONED, partitioned, part_reason, part_msg),
         (conditions::ADDRESSES_REACHABLE, reachable, a_reason, a_msg),
+        (conditions::PROBE_FAILED, probe_failed, pr_reason, pr_msg),
     ]
     .into_iter()
     .map(|(t, st, reason, message)| {
@@ -286,5 +316,35 @@ mod tests {
         assert_eq!(get(&cs, "Ready").reason, reasons::INVALID_SPEC);
         assert_eq!(get(&cs, "Ready").message, "spec.config.drainTimeout: bad");
         assert_eq!(get(&cs, "Degraded").status, "True");
+    }
+
+    #[test]
+    fn probe_failures_name_the_node_and_disabling_says_so() {
+        let s = Summary {
+            probes: vec![Problem {
+                reason: reasons::MEDIA_UNREACHABLE,
+                node: "n1".into(),
+                detail: "udp to 203.0.113.7 unreachable: ICE/DTLS did not complete within 10 s".into(),
+            }],
+            ..Summary::default()
+        };
+        let cs = compute(&[], None, "t", &s);
+        let p = get(&cs, "ProbeFailed");
+        assert_eq!(
+            (p.status.as_str(), p.reason.as_str()),
+            ("True", "MediaUnreachable")
+        );
+        assert_eq!(
+            p.message,
+            "n1: udp to 203.0.113.7 unreachable: ICE/DTLS did not complete within 10 s"
+        );
+        let off = Summary {
+            probe_disabled: true,
+            ..Summary::default()
+        };
+        let p = compute(&cs, None, "t2", &off);
+        let p = get(&p, "ProbeFailed");
+        assert_eq!((p.status.as_str(), p.reason.as_str()), ("False", "ProbeDisabled"));
+        assert_eq!(p.last_transition_time, "t2");
     }
 }

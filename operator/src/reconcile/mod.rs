@@ -1,11 +1,12 @@
 //! One reconcile of an `RtcdCluster`, in phases over the watch caches: finalizer → validate →
 //! Secrets ([`secrets`]) → Services, PDB, ServiceMonitor, each applied only when changed
 //! ([`children`]) → `desired = f(spec, observed)` ([`desired`]) → the rollout plan
-//! ([`crate::plan`]) carried out ([`act`]) → status, written only on a meaningful change
-//! ([`observe`]). Deletion is [`cleanup`]. Nodes, pods and Services come from the caches; rtcd's
+//! ([`crate::plan`]) carried out ([`act`]) → the canary's targets and answers ([`canary`]) →
+//! status, written only on a meaningful change ([`observe`]). Deletion is [`cleanup`]. Nodes, pods and Services come from the caches; rtcd's
 //! health from the background monitor's cache (a pod about to leave is polled afresh).
 
 mod act;
+mod canary;
 mod children;
 mod cleanup;
 mod desired;
@@ -287,7 +288,8 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
     progress.extend(act::act(ctx, &scene, &plan).await?);
 
     // 8. Observe and report.
-    let (node_status, mut problems, ready) = observe::nodes(ctx, cr, &d, &pods, &health, &plan).await;
+    let (mut node_status, mut problems, ready) = observe::nodes(ctx, cr, &d, &pods, &health, &plan).await;
+    let probe_problems = canary::probes(ctx, cr, &mut node_status, &pods, &health, &secrets.admin_key).await;
     problems.extend(d.problems.iter().cloned());
     let desired_count = d.pods.len()
         + d.keep
@@ -303,6 +305,8 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
         deleting: false,
         partition: d.triage.partition.clone(),
         addresses: address_problems,
+        probes: probe_problems,
+        probe_disabled: !cr.spec.probe.enabled,
     };
     let busy = !summary.progress.is_empty();
     observe::write_status(
@@ -322,7 +326,8 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
 }
 
 /// rtcd's health of every running pod with an address, by pod name: the cached answer when young
-/// enough, else (and always for the pods named in `fresh`) a poll, all at once.
+/// enough, else (and always for the pods named in `fresh`) a poll, all at once; the canary's call
+/// is not counted among the sessions.
 async fn poll_health(
     ctx: &Context,
     pods: &[Pod],
@@ -340,10 +345,13 @@ async fn poll_health(
             HEALTH_MAX_AGE
         };
         running.then_some(async move {
-            let h = ctx
+            let mut h = ctx
                 .health
                 .get_or_poll(&uid, SocketAddr::new(ip, api_port), max_age)
                 .await;
+            // The canary's own call is not a session anyone waits for (drains, autoscalers).
+            let canary = ctx.probes.canary_sessions(&uid, h.at);
+            h.sessions = h.sessions.map(|n| n.saturating_sub(canary));
             (name, h)
         })
     });

@@ -1,7 +1,7 @@
 //! Phase 7, observing and reporting: each node's entry in status (its pod, address, state, rtcd's
 //! health), the problems that make the cluster Degraded, and the status write, which happens only
-//! on a meaningful change: a change of instances' load or session counts alone is written at most
-//! every [`LOAD_REFRESH`] (they are in metrics too).
+//! on a meaningful change: a change of instances' load or session counts, or of the canary's
+//! round trips, alone is written at most every [`LOAD_REFRESH`] (they are in metrics too).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -68,6 +68,7 @@ pub(super) async fn nodes(
             message: None,
             restarts: None,
             last_restart: None,
+            probe: None,
         };
         let Some(p) = p else {
             entry.state = match d.addresses.get(node) {
@@ -246,7 +247,10 @@ pub(super) async fn write_status(
         return Ok(());
     }
     let key = format!("{}/{}", cr.namespace().unwrap_or_default(), cr.name_any());
-    if without_load(current) == without_load(&status) && !ctx.status_refresh_due(&key, LOAD_REFRESH) {
+    let threshold = cr.spec.probe.failure_threshold;
+    if without_load(current, threshold) == without_load(&status, threshold)
+        && !ctx.status_refresh_due(&key, LOAD_REFRESH)
+    {
         return Ok(());
     }
     patch_status(cr, ctx, &status).await?;
@@ -254,12 +258,22 @@ pub(super) async fn write_status(
     Ok(())
 }
 
-/// `s` without the figures that move all the time.
-fn without_load(s: &RtcdClusterStatus) -> RtcdClusterStatus {
+/// `s` without the figures that move all the time: load, session counts (idle/busy too: the
+/// canary's one-person call would flip it every interval), the canary's times and round trips, and its count of failures beyond the `threshold` that
+/// decides.
+fn without_load(s: &RtcdClusterStatus, threshold: u32) -> RtcdClusterStatus {
     let mut s = s.clone();
     for n in &mut s.nodes {
         n.cpu_load = None;
-        n.sessions = n.sessions.map(|x| x.min(1));
+        n.sessions = None;
+        if let Some(p) = &mut n.probe {
+            p.last_probe_time.clear();
+            p.consecutive_failures = p.consecutive_failures.min(threshold);
+            for t in &mut p.transports {
+                t.rtt_ms = None;
+                t.connect_ms = None;
+            }
+        }
     }
     s
 }
@@ -337,7 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn load_figures_alone_are_not_a_meaningful_change_but_idle_to_busy_is() {
+    fn load_and_session_figures_alone_are_not_a_meaningful_change_but_readiness_is() {
         let entry = |cpu: Option<f64>, sessions: Option<u64>| NodeStatus {
             node: "a".into(),
             pod: Some("p".into()),
@@ -349,16 +363,58 @@ mod tests {
             message: None,
             restarts: None,
             last_restart: None,
+            probe: None,
         };
         let status = |e: NodeStatus| RtcdClusterStatus {
             nodes: vec![e],
             ..RtcdClusterStatus::default()
         };
         let a = status(entry(Some(0.1), Some(3)));
-        assert_eq!(without_load(&a), without_load(&status(entry(Some(0.7), Some(9)))));
-        assert_ne!(without_load(&a), without_load(&status(entry(Some(0.1), Some(0)))));
+        assert_eq!(
+            without_load(&a, 2),
+            without_load(&status(entry(Some(0.7), Some(9))), 2)
+        );
+        assert_eq!(
+            without_load(&a, 2),
+            without_load(&status(entry(Some(0.1), Some(0))), 2)
+        );
         let mut b = a.clone();
         b.nodes[0].ready = false;
-        assert_ne!(without_load(&a), without_load(&b));
+        assert_ne!(without_load(&a, 2), without_load(&b, 2));
+        // The canary: new times and round trips are not news, a new verdict or count is, up to
+        // the threshold.
+        let probed = |failures: u32, rtt: f64, at: &str| {
+            let mut s = a.clone();
+            s.nodes[0].probe = Some(crate::crd::ProbeStatus {
+                result: if failures == 0 { "Reachable" } else { "Unreachable" }.into(),
+                consecutive_failures: failures,
+                last_probe_time: at.into(),
+                message: None,
+                transports: vec![crate::crd::TransportProbe {
+                    transport: "udp".into(),
+                    reachable: failures == 0,
+                    rtt_ms: Some(rtt),
+                    connect_ms: Some(rtt * 3.0),
+                    candidate: Some("udp 203.0.113.7:8443".into()),
+                }],
+            });
+            s
+        };
+        assert_eq!(
+            without_load(&probed(0, 0.4, "t1"), 2),
+            without_load(&probed(0, 9.1, "t2"), 2)
+        );
+        assert_ne!(
+            without_load(&probed(0, 0.4, "t1"), 2),
+            without_load(&probed(1, 0.4, "t1"), 2)
+        );
+        assert_ne!(
+            without_load(&probed(1, 0.4, "t1"), 2),
+            without_load(&probed(2, 0.4, "t1"), 2)
+        );
+        assert_eq!(
+            without_load(&probed(2, 0.4, "t1"), 2),
+            without_load(&probed(7, 0.4, "t2"), 2)
+        );
     }
 }
