@@ -7,6 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
 
+pub use rtcd::lifecycle::{CANARY_CLIENT_PREFIX, is_canary_client};
+
 use crate::run::{self, Options};
 
 /// What to probe.
@@ -14,8 +16,10 @@ use crate::run::{self, Options};
 pub struct ProbeOptions {
     /// rtcd's API URL (http:// only).
     pub url: String,
-    /// Client ID the plugin authenticates as (registered on first use).
-    #[arg(long, default_value = "rtcd-canary")]
+    /// Client ID the plugin authenticates as (registered on first use). rtcd-rs takes IDs
+    /// starting with `rtcd-canary` for canaries: their calls are not live sessions (health,
+    /// drain, placement).
+    #[arg(long, default_value = CANARY_CLIENT_PREFIX)]
     pub client_id: String,
     /// Its auth key (at least 32 characters).
     #[arg(long, default_value = "rtcd-canary-auth-key-0123456789abcdef")]

@@ -36,7 +36,7 @@ use crate::{
     health,
     metrics::Metrics,
     probe, reconcile,
-    resources::{ANN_DRAIN_REQUESTED, LABEL_CLUSTER, MANAGED_BY_SELECTOR},
+    resources::{LABEL_CLUSTER, MANAGED_BY_SELECTOR},
 };
 
 /// How often the background monitor polls every instance's health.
@@ -377,8 +377,7 @@ async fn monitor_probes(ctx: Arc<Context>, tx: tokio::sync::mpsc::Sender<ObjectR
 }
 
 /// Polls every instance's health every [`HEALTH_PERIOD`], all at once (each poll bounded), into
-/// the cache; a change that matters (up/down, draining, idle/busy of an instance asked to drain)
-/// requeues its cluster. Also
+/// the cache; a change that matters (up/down, draining, idle/busy) requeues its cluster. Also
 /// keeps the cache-size metrics.
 async fn monitor_health(ctx: Arc<Context>, tx: tokio::sync::mpsc::Sender<ObjectRef<RtcdCluster>>) {
     let mut last: HashMap<String, (bool, bool, bool, bool)> = HashMap::new();
@@ -412,16 +411,12 @@ async fn monitor_health(ctx: Arc<Context>, tx: tokio::sync::mpsc::Sender<ObjectR
                 .find(|c| c.name.as_deref() == Some("api"))?
                 .container_port;
             let uid = p.uid()?;
-            let leaving = p.annotations().contains_key(ANN_DRAIN_REQUESTED);
             let cluster = ObjectRef::new(p.labels().get(LABEL_CLUSTER)?).within(&p.namespace()?);
             let addr = SocketAddr::new(ip, u16::try_from(port).ok()?);
             let ctx = ctx.clone();
             Some(async move {
                 let h = ctx.health.get_or_poll(&uid, addr, Duration::ZERO).await;
-                // Idle/busy matters only to an instance waiting to leave once idle; elsewhere it
-                // would requeue on every call (the canary's own included) for nothing.
-                let busy = leaving && h.sessions.unwrap_or(0) > 0;
-                let mark = (h.ok, h.draining, h.error.is_some(), busy);
+                let mark = (h.ok, h.draining, h.error.is_some(), h.sessions.unwrap_or(0) > 0);
                 (uid, cluster, mark)
             })
         });

@@ -33,8 +33,6 @@ pub struct Health {
     pub cpu_load: Option<f64>,
     /// Why the poll failed, if it did.
     pub error: Option<String>,
-    /// When the poll was sent.
-    pub at: Instant,
 }
 
 #[derive(Deserialize)]
@@ -57,7 +55,6 @@ pub async fn poll(addr: SocketAddr) -> Health {
         sessions: None,
         cpu_load: None,
         error: None,
-        at: Instant::now(),
     };
     match get(addr, "/api/v1/health").await {
         Ok((code, body)) => {

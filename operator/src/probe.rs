@@ -23,16 +23,16 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::crd::{ProbeStatus, RtcdCluster, TransportProbe};
 
-/// The client ID the canary registers (with the cluster's admin key) and joins calls as.
-pub const CANARY_CLIENT_ID: &str = "rtcd-operator-canary";
+/// The client ID the canary registers (with the cluster's admin key) and joins calls as. rtcd
+/// knows it for a canary by its prefix (`rtcd::lifecycle::CANARY_CLIENT_PREFIX`): its calls are
+/// not live sessions, so they never hold a drain, mark an idle instance busy (status, the
+/// autoscaler's safe-to-evict) or weigh on placement.
+pub const CANARY_CLIENT_ID: &str = "rtcd-canary-operator";
 /// Probes running at once, over every cluster.
 pub const MAX_IN_FLIGHT: usize = 16;
 /// What one probe may take beyond its transports' connect timeouts (registering, the WebSocket,
 /// the 2.5 s a call lasts after connecting, leaving).
 const PROBE_SLACK: Duration = Duration::from_secs(15);
-
-/// Around a probe's span, how long its session may still be counted by rtcd's health.
-const FLIGHT_MARGIN: Duration = Duration::from_secs(2);
 
 /// The verdict of a probe.
 pub mod results {
@@ -172,8 +172,6 @@ struct State {
     records: HashMap<String, Record>,
     /// Pod UIDs being probed.
     in_flight: HashSet<String>,
-    /// Per pod UID, when its last probe started and ended (`None`: running).
-    flights: HashMap<String, (Instant, Option<Instant>)>,
 }
 
 /// A job for the worker thread.
@@ -222,7 +220,6 @@ impl Prober {
         }
         let live: HashSet<String> = s.targets.values().flatten().map(|t| t.pod_uid.clone()).collect();
         s.records.retain(|uid, _| live.contains(uid));
-        s.flights.retain(|uid, _| live.contains(uid));
         gone
     }
 
@@ -244,10 +241,8 @@ impl Prober {
         // Never probed first, then the longest waiting.
         due.sort_by_key(|(last, t)| (*last, t.pod_uid.clone()));
         due.truncate(room);
-        let started = Instant::now();
         for (_, t) in &due {
             s.in_flight.insert(t.pod_uid.clone());
-            s.flights.insert(t.pod_uid.clone(), (started, None));
         }
         due.into_iter().map(|(_, t)| t).collect()
     }
@@ -263,9 +258,6 @@ impl Prober {
     pub fn record(&self, target: &Target, judged: Judged, time: String) -> Option<(bool, u32)> {
         let mut s = self.state();
         s.in_flight.remove(&target.pod_uid);
-        if let Some((_, end)) = s.flights.get_mut(&target.pod_uid) {
-            *end = Some(Instant::now());
-        }
         if !s.targets.values().flatten().any(|t| t.pod_uid == target.pod_uid) {
             return None;
         }
@@ -288,19 +280,6 @@ impl Prober {
             },
         );
         Some((changed, failures))
-    }
-
-    /// How many of the sessions that pod `uid`'s health answer polled at `polled_at` counts are
-    /// the canary's own: 1 when a probe of it ran then (with a margin for the session's set-up
-    /// and removal around the probe's own span), else 0.
-    pub fn canary_sessions(&self, uid: &str, polled_at: Instant) -> u64 {
-        let s = self.state();
-        let Some((start, end)) = s.flights.get(uid) else {
-            return 0;
-        };
-        let from = start.checked_sub(FLIGHT_MARGIN).unwrap_or(*start);
-        let to = end.map_or_else(Instant::now, |e| e + FLIGHT_MARGIN);
-        u64::from(from <= polled_at && polled_at <= to)
     }
 
     /// What status says of pod `uid`'s last probe.
@@ -539,33 +518,14 @@ mod tests {
     }
 
     #[test]
-    fn the_canarys_own_session_is_counted_only_while_it_runs() {
-        let p = Prober::default();
-        p.set_targets("ns/c", vec![target("u1", "a")]);
-        let before = Instant::now();
-        assert_eq!(p.canary_sessions("u1", before), 0, "never probed");
-        let t = p.take_due(Instant::now(), 1).remove(0);
-        assert_eq!(p.canary_sessions("u1", Instant::now()), 1, "in flight");
-        assert_eq!(p.canary_sessions("u2", Instant::now()), 0, "another pod");
-        p.record(&t, judge(&Err("x".into()), "a", None), "t".into());
-        let ended = Instant::now();
-        assert_eq!(
-            p.canary_sessions("u1", ended),
-            1,
-            "just ended: rtcd may still count it"
-        );
-        assert_eq!(
-            p.canary_sessions("u1", ended + Duration::from_secs(3)),
-            0,
-            "long after"
-        );
-    }
-
-    #[test]
     fn the_canary_key_is_stable_long_enough_and_secret_bound() {
         let k = canary_auth_key("admin-key");
         assert_eq!(k, canary_auth_key("admin-key"));
         assert_eq!(k.len(), 48);
         assert_ne!(k, canary_auth_key("other-admin-key"));
+        assert!(
+            rtcd_loadtest::canary::is_canary_client(CANARY_CLIENT_ID),
+            "rtcd must take the operator's client for a canary"
+        );
     }
 }

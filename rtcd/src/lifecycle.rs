@@ -1,6 +1,7 @@
 //! Graceful drain: the "draining" flag that health reports, the count of live sessions, and
 //! the wait on SIGTERM until those sessions end, the drain timeout passes, or a second signal.
 //! An admin may also drain without shutting down (`PUT /api/v1/drain`), and cancel that.
+//! Connectivity canaries' sessions (clients named `rtcd-canary…`) are not live sessions.
 
 use std::{
     future::Future,
@@ -12,6 +13,17 @@ use std::{
 };
 
 use tokio::sync::watch;
+
+/// Client IDs starting with this are connectivity canaries (`rtcd-loadtest probe`, the
+/// operator's periodic probe): their sessions are real calls, but nobody waits for them: they are
+/// not live sessions (health, drain, `--wait-idle`), do not count towards `limits.max_sessions`
+/// and add no admission penalty to `/system`.
+pub const CANARY_CLIENT_PREFIX: &str = "rtcd-canary";
+
+/// Whether `client_id` is a connectivity canary ([`CANARY_CLIENT_PREFIX`]).
+pub fn is_canary_client(client_id: &str) -> bool {
+    client_id.starts_with(CANARY_CLIENT_PREFIX)
+}
 
 /// Shared drain state. Cloning shares it.
 #[derive(Debug, Clone)]

@@ -635,6 +635,67 @@ async fn a_second_signal_exits_at_once_while_sessions_are_live() {
     assert!(took < Duration::from_secs(2), "{took:?}");
 }
 
+/// A connectivity canary's call (client `rtcd-canary…`) is a real session, in the sessions API and
+/// the metrics, but not a live one: health does not count it, `max_sessions` leaves room for it,
+/// the drain does not wait for it, and a draining instance refuses it like any join.
+#[tokio::test]
+async fn a_canarys_call_is_a_session_but_not_a_live_one() {
+    let mut d = admin_daemon("drain_timeout = \"0s\"\n[limits]\nmax_sessions = 1\n").await;
+    let mut canary = client_ws(&d, "rtcd-canary-operator").await;
+    canary.send(join("probe", "canA")).await.unwrap();
+    canary.send(rtc("canA", 2, &client_offer())).await.unwrap();
+    let auth = vec![("Authorization", basic("rtcd-canary-operator", KEY))];
+    let mut listed = 0;
+    for _ in 0..50 {
+        let r = request(d.api, "GET", "/calls/probe/sessions", &auth, "").await;
+        if r.status == 200 {
+            listed = r.json().as_array().map_or(0, Vec::len);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(listed, 1, "the canary's session is a real one");
+    let m = metrics(&d).await;
+    assert!(
+        m.lines()
+            .any(|l| l == r#"rtcd_rtc_sessions_total{groupID="rtcd-canary-operator"} 1"#),
+        "{m}"
+    );
+    assert_eq!(
+        common::get(d.api, "/api/v1/health").await.body,
+        r#"{"status":"ok","sessions":0}"#
+    );
+    // max_sessions = 1 still admits the plugin's user: the canary holds no place.
+    let mut ws = client_ws(&d, "mm1").await;
+    ws.send(join("call1", "sessA")).await.unwrap();
+    ws.send(rtc("sessA", 2, &client_offer())).await.unwrap();
+    let h = health_until(&d, r#""sessions":1"#).await;
+    assert_eq!(h.body, r#"{"status":"ok","sessions":1}"#);
+    let m = metrics(&d).await;
+    assert!(
+        m.lines()
+            .any(|l| l == r#"rtcd_limit_usage_ratio{limit="max_sessions"} 1.0"#),
+        "the limit is on, and full with the user alone: {m}"
+    );
+
+    // SIGTERM: a new canary join is refused with close; the drain waits for the user's session
+    // only, and the process exits while the canary's call is still up.
+    d.signal("TERM");
+    health_until(&d, "draining").await;
+    canary.send(join("probe", "canB")).await.unwrap();
+    match next_non_rtc(&mut canary).await {
+        ClientMessage::Close { session_id } => assert_eq!(session_id, "canB"),
+        other => panic!("expected close for the canary's join while draining, got {other:?}"),
+    }
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "exited with the user's session live"
+    );
+    ws.send(leave("sessA")).await.unwrap();
+    let (status, _) = d.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "the canary's call held the drain");
+}
+
 /// A browser-like offer made by a str0m peer: one audio m-line and a data channel.
 fn client_offer() -> String {
     use str0m::media::{Direction, MediaKind};

@@ -326,8 +326,7 @@ async fn reconcile_inner(cr: &RtcdCluster, ctx: &Context) -> Result<Action> {
 }
 
 /// rtcd's health of every running pod with an address, by pod name: the cached answer when young
-/// enough, else (and always for the pods named in `fresh`) a poll, all at once; the canary's call
-/// is not counted among the sessions.
+/// enough, else (and always for the pods named in `fresh`) a poll, all at once.
 async fn poll_health(
     ctx: &Context,
     pods: &[Pod],
@@ -345,13 +344,10 @@ async fn poll_health(
             HEALTH_MAX_AGE
         };
         running.then_some(async move {
-            let mut h = ctx
+            let h = ctx
                 .health
                 .get_or_poll(&uid, SocketAddr::new(ip, api_port), max_age)
                 .await;
-            // The canary's own call is not a session anyone waits for (drains, autoscalers).
-            let canary = ctx.probes.canary_sessions(&uid, h.at);
-            h.sessions = h.sessions.map(|n| n.saturating_sub(canary));
             (name, h)
         })
     });

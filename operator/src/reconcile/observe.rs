@@ -258,14 +258,14 @@ pub(super) async fn write_status(
     Ok(())
 }
 
-/// `s` without the figures that move all the time: load, session counts (idle/busy too: the
-/// canary's one-person call would flip it every interval), the canary's times and round trips, and its count of failures beyond the `threshold` that
+/// `s` without the figures that move all the time: load, session counts beyond idle/busy (the
+/// canary's calls are not sessions: rtcd does not count canary clients), the canary's times and round trips, and its count of failures beyond the `threshold` that
 /// decides.
 fn without_load(s: &RtcdClusterStatus, threshold: u32) -> RtcdClusterStatus {
     let mut s = s.clone();
     for n in &mut s.nodes {
         n.cpu_load = None;
-        n.sessions = None;
+        n.sessions = n.sessions.map(|x| x.min(1));
         if let Some(p) = &mut n.probe {
             p.last_probe_time.clear();
             p.consecutive_failures = p.consecutive_failures.min(threshold);
@@ -351,7 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn load_and_session_figures_alone_are_not_a_meaningful_change_but_readiness_is() {
+    fn load_figures_alone_are_not_a_meaningful_change_but_idle_to_busy_is() {
         let entry = |cpu: Option<f64>, sessions: Option<u64>| NodeStatus {
             node: "a".into(),
             pod: Some("p".into()),
@@ -374,7 +374,7 @@ mod tests {
             without_load(&a, 2),
             without_load(&status(entry(Some(0.7), Some(9))), 2)
         );
-        assert_eq!(
+        assert_ne!(
             without_load(&a, 2),
             without_load(&status(entry(Some(0.1), Some(0))), 2)
         );

@@ -310,29 +310,38 @@ fn join(state: &AppState, conn_id: &str, cfg: SessionConfig) -> Result<(), Strin
         refuse(limit);
         return Ok(());
     }
-    let cap = if bound == Bind::New {
-        state.load.capacity().sessions
-    } else {
-        None
-    };
-    let guard = match state.lifecycle.try_session_within(cap) {
-        Ok(g) => g,
-        Err(Refusal::Full) => {
-            refuse("max_sessions");
-            return Ok(());
-        }
-        Err(Refusal::Draining) => {
-            // Draining: tell the plugin at once so it can place the user elsewhere.
-            tracing::info!(session = %sid, "draining: join refused");
+    let guard = if crate::lifecycle::is_canary_client(&cfg.group_id.0) {
+        // A connectivity canary: a real call, but not a live session (nothing waits for it,
+        // placement does not count it); refused like any join while draining.
+        if state.lifecycle.is_draining() {
             state.conns.deliver_close(&sid);
             return Ok(());
         }
+        None
+    } else {
+        let cap = if bound == Bind::New {
+            state.load.capacity().sessions
+        } else {
+            None
+        };
+        match state.lifecycle.try_session_within(cap) {
+            Ok(g) => Some(g),
+            Err(Refusal::Full) => {
+                refuse("max_sessions");
+                return Ok(());
+            }
+            Err(Refusal::Draining) => {
+                // Draining: tell the plugin at once so it can place the user elsewhere.
+                tracing::info!(session = %sid, "draining: join refused");
+                state.conns.deliver_close(&sid);
+                return Ok(());
+            }
+        }
     };
-    state.load.admitted(std::time::Instant::now());
-    let sent = state.engine.send(Command::Join {
-        cfg,
-        guard: Some(guard),
-    });
+    if guard.is_some() {
+        state.load.admitted(std::time::Instant::now());
+    }
+    let sent = state.engine.send(Command::Join { cfg, guard });
     if sent.is_err() && bound == Bind::New {
         state.conns.unbind(&sid);
     }
