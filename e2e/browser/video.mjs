@@ -396,12 +396,17 @@ export function videoScenarios({out, sleep, bounded, setVerdict, statsSeconds, s
         if (worstGap > maxFreezeMs) {
             problems.push(`B froze for ${worstGap} ms (more than ${maxFreezeMs}) while moving to l under the limit`);
         }
-        if (!back) {
+        if (!back && isRef) {
+            // The reference's way back up is pion's bandwidth estimate recovering, which on a
+            // loaded 2-core machine has taken more than 30 s (CI, 2026-12-07): reported, not
+            // judged. rtcd-rs's return is judged.
+            out(`reference server: B did not return to h within ${backSeconds}s of lifting the limit (LOG-ONLY)`);
+        } else if (!back) {
             problems.push(`B did not return to h within ${backSeconds}s of lifting the limit`);
         }
         problems.push(...metricProblems);
         setVerdict(problems.length === 0, problems.length === 0
-            ? `B decodes the share on h, moves to l ${down}s after a ${limitRate} limit (longest decode gap ${worstGap} ms) and back to h ${back}s after it is lifted`
+            ? `B decodes the share on h, moves to l ${down}s after a ${limitRate} limit (longest decode gap ${worstGap} ms) and ${back ? `back to h ${back}s after it is lifted` : 'stays on l after it is lifted (reference, LOG-ONLY)'}`
             : problems.join('; '));
     }
     // B's busiest inbound video stream every 200 ms from 1 s before `t0` on (the page
