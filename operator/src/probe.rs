@@ -7,7 +7,7 @@
 //! created, scheduled, pulled, logged and deleted per node per minute (API and etcd churn growing
 //! with the fleet, RBAC on Jobs, pods and logs, results scraped from logs), while the operator
 //! already holds each instance's admin key, address and status writer; the cost is the peer
-//! (str0m) linked into the operator (docs/operator.md has the measured size).
+//! (str0m) linked into the operator (docs/observability.md has the measured size).
 
 use std::{
     collections::{HashMap, HashSet},
