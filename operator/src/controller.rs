@@ -98,7 +98,9 @@ pub struct Context {
     service_monitor: tokio::sync::Mutex<Option<(Instant, Option<ApiResource>)>>,
 }
 
-fn key_of(cr: &RtcdCluster) -> String {
+/// `namespace/name` of `cr`: the key of its per-cluster state (backoff, status writes, the
+/// canary's targets).
+pub(crate) fn key_of(cr: &RtcdCluster) -> String {
     format!("{}/{}", cr.namespace().unwrap_or_default(), cr.name_any())
 }
 
@@ -343,10 +345,8 @@ async fn monitor_probes(ctx: Arc<Context>, tx: tokio::sync::mpsc::Sender<ObjectR
             let tx = tx.clone();
             tokio::spawn(async move {
                 let outcome = ctx.probes.probe(&t).await;
-                let ips = match t.advertised.parse::<IpAddr>() {
-                    Ok(ip) => Some(vec![ip]),
-                    Err(_) => ctx.dns.lookup(&t.advertised).await.ok(),
-                };
+                // A literal resolves to itself, a hostname through the cached resolver.
+                let ips = ctx.dns.lookup(&t.advertised).await.ok();
                 let judged = probe::judge(&outcome, &t.advertised, ips.as_deref());
                 let time = k8s_openapi::jiff::Timestamp::now().to_string();
                 let Some((changed, failures)) = ctx.probes.record(&t, judged.clone(), time) else {

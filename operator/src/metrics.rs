@@ -78,6 +78,26 @@ pub struct ProbeResultLabel {
     pub result: String,
 }
 
+/// The transports the canary tries.
+const PROBE_TRANSPORTS: [&str; 2] = ["udp", "tcp"];
+
+fn instance_label(namespace: &str, cluster: &str, node: &str) -> InstanceLabel {
+    InstanceLabel {
+        namespace: namespace.into(),
+        cluster: cluster.into(),
+        node: node.into(),
+    }
+}
+
+fn transport_label(instance: &InstanceLabel, transport: &str) -> TransportLabel {
+    TransportLabel {
+        namespace: instance.namespace.clone(),
+        cluster: instance.cluster.clone(),
+        node: instance.node.clone(),
+        transport: transport.into(),
+    }
+}
+
 /// The families, registered once.
 #[derive(Debug)]
 pub struct Metrics {
@@ -251,11 +271,7 @@ impl Metrics {
         sessions: Option<u64>,
         cpu_load: Option<f64>,
     ) {
-        let label = InstanceLabel {
-            namespace: namespace.into(),
-            cluster: cluster.into(),
-            node: node.into(),
-        };
+        let label = instance_label(namespace, cluster, node);
         if let Some(n) = sessions {
             self.sessions
                 .get_or_create(&label)
@@ -268,11 +284,7 @@ impl Metrics {
 
     /// Sets whether one node's advertised address passed the lint.
     pub fn address_ok(&self, namespace: &str, cluster: &str, node: &str, ok: bool) {
-        let label = InstanceLabel {
-            namespace: namespace.into(),
-            cluster: cluster.into(),
-            node: node.into(),
-        };
+        let label = instance_label(namespace, cluster, node);
         self.address_ok.get_or_create(&label).set(i64::from(ok));
     }
 
@@ -286,51 +298,37 @@ impl Metrics {
         judged: &crate::probe::Judged,
         failing: bool,
     ) {
+        let instance = instance_label(namespace, cluster, node);
         self.probes
             .get_or_create(&ProbeResultLabel {
-                namespace: namespace.into(),
-                cluster: cluster.into(),
-                node: node.into(),
+                namespace: instance.namespace.clone(),
+                cluster: instance.cluster.clone(),
+                node: instance.node.clone(),
                 result: judged.result.into(),
             })
             .inc();
-        let instance = InstanceLabel {
-            namespace: namespace.into(),
-            cluster: cluster.into(),
-            node: node.into(),
-        };
         self.probe_failing
             .get_or_create(&instance)
             .set(i64::from(failing));
-        let label = |transport: &str| TransportLabel {
-            namespace: namespace.into(),
-            cluster: cluster.into(),
-            node: node.into(),
-            transport: transport.into(),
-        };
         if judged.transports.is_empty() {
             // No call was joined: neither transport is known to work.
-            for t in ["udp", "tcp"] {
-                self.probe_success.get_or_create(&label(t)).set(0);
+            for t in PROBE_TRANSPORTS {
+                self.probe_success
+                    .get_or_create(&transport_label(&instance, t))
+                    .set(0);
             }
         }
         for t in &judged.transports {
-            let l = label(&t.transport);
+            let l = transport_label(&instance, &t.transport);
             self.probe_success.get_or_create(&l).set(i64::from(t.reachable));
-            match t.rtt_ms {
-                Some(ms) => {
-                    self.probe_rtt.get_or_create(&l).set(ms / 1e3);
-                }
-                None => {
-                    self.probe_rtt.remove(&l);
-                }
-            }
-            match t.connect_ms {
-                Some(ms) => {
-                    self.probe_connect.get_or_create(&l).set(ms / 1e3);
-                }
-                None => {
-                    self.probe_connect.remove(&l);
+            for (family, ms) in [(&self.probe_rtt, t.rtt_ms), (&self.probe_connect, t.connect_ms)] {
+                match ms {
+                    Some(ms) => {
+                        family.get_or_create(&l).set(ms / 1e3);
+                    }
+                    None => {
+                        family.remove(&l);
+                    }
                 }
             }
         }
@@ -338,18 +336,10 @@ impl Metrics {
 
     /// Drops the canary's series of a node no longer probed.
     pub fn forget_probe(&self, namespace: &str, cluster: &str, node: &str) {
-        self.probe_failing.remove(&InstanceLabel {
-            namespace: namespace.into(),
-            cluster: cluster.into(),
-            node: node.into(),
-        });
-        for t in ["udp", "tcp"] {
-            let l = TransportLabel {
-                namespace: namespace.into(),
-                cluster: cluster.into(),
-                node: node.into(),
-                transport: t.into(),
-            };
+        let instance = instance_label(namespace, cluster, node);
+        self.probe_failing.remove(&instance);
+        for t in PROBE_TRANSPORTS {
+            let l = transport_label(&instance, t);
             self.probe_success.remove(&l);
             self.probe_rtt.remove(&l);
             self.probe_connect.remove(&l);

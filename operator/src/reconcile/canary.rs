@@ -24,6 +24,15 @@ use crate::{
 /// (`rtcd::system`): probing it would only be refused.
 const FULL_LOAD: f64 = 2.0;
 
+/// Replaces the canary's targets for `cr` (none: it stops probing `cr`); the series of nodes no
+/// longer probed go.
+pub(super) fn set_targets(ctx: &Context, cr: &RtcdCluster, targets: Vec<Target>) {
+    let (ns, name) = (cr.namespace().unwrap_or_default(), cr.name_any());
+    for gone in ctx.probes.set_targets(&crate::controller::key_of(cr), targets) {
+        ctx.metrics.forget_probe(&ns, &name, &gone);
+    }
+}
+
 /// Sets the canary's targets for `cr`, fills `nodes[].probe`, emits the Events of nodes that
 /// start or stop failing, and returns the failing nodes as problems.
 pub(super) async fn probes(
@@ -36,8 +45,6 @@ pub(super) async fn probes(
 ) -> Vec<Problem> {
     let prev = cr.status.clone().unwrap_or_default();
     let api_port = cr.spec.config.api_port;
-    let ns = cr.namespace().unwrap_or_default();
-    let name = cr.name_any();
     let spec = &cr.spec.probe;
     let threshold = spec.failure_threshold.max(1);
     let uid_of = |pod: Option<&String>| {
@@ -74,9 +81,7 @@ pub(super) async fn probes(
     } else {
         Vec::new()
     };
-    for gone in ctx.probes.set_targets(&format!("{ns}/{name}"), targets) {
-        ctx.metrics.forget_probe(&ns, &name, &gone);
-    }
+    set_targets(ctx, cr, targets);
     let failing = |p: Option<&ProbeStatus>| p.is_some_and(|p| p.consecutive_failures >= threshold);
     let mut problems = Vec::new();
     for n in nodes.iter_mut() {

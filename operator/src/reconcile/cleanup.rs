@@ -32,10 +32,7 @@ pub(super) async fn cleanup(cr: &RtcdCluster, ctx: &Context, ns: &str) -> Result
         return Ok(Action::await_change());
     }
     // The canary leaves first: the instances drain, new calls would only hold them up.
-    let name = cr.name_any();
-    for gone in ctx.probes.set_targets(&format!("{ns}/{name}"), Vec::new()) {
-        ctx.metrics.forget_probe(ns, &name, &gone);
-    }
+    super::canary::set_targets(ctx, cr, Vec::new());
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let selector = format!("{LABEL_CLUSTER}={}", cr.name_any());
     let pods = pods_api

@@ -2,8 +2,9 @@
 //! Secrets ([`secrets`]) → Services, PDB, ServiceMonitor, each applied only when changed
 //! ([`children`]) → `desired = f(spec, observed)` ([`desired`]) → the rollout plan
 //! ([`crate::plan`]) carried out ([`act`]) → the canary's targets and answers ([`canary`]) →
-//! status, written only on a meaningful change ([`observe`]). Deletion is [`cleanup`]. Nodes, pods and Services come from the caches; rtcd's
-//! health from the background monitor's cache (a pod about to leave is polled afresh).
+//! status, written only on a meaningful change ([`observe`]). Deletion is [`cleanup`]. Nodes,
+//! pods and Services come from the caches; rtcd's health from the background monitor's cache (a
+//! pod about to leave is polled afresh).
 
 mod act;
 mod canary;
